@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make run` and `make test`. Each builds the virtualenv itself.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.install-stamp
+PYTHON ?= python3
+
+.PHONY: install services run test lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); } \
+	  || { echo "python3 -m venv failed: install python3-venv (Python >= 3.11)"; exit 1; }
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+services: install
+	$(PY) scripts/ensure_services.py
+
+run: install
+	$(PY) scripts/ensure_services.py
+	$(PY) scripts/run_local.py
+
+test: install
+	$(PY) scripts/ensure_services.py --browser
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy shared services
+
+bench: install
+	$(PY) scripts/ensure_services.py
+	$(PY) -m tests.benchmarks
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,30 @@
+"""python -m services.api: the HTTP API and the /jobs dashboard on API_HOST:API_PORT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from services.api.app import create_app
+from shared.lifecycle import run_service
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def main(settings: Settings, stop: asyncio.Event) -> None:
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.api_host, settings.api_port)
+    await site.start()
+    log.info("api listening", extra={"url": f"http://{settings.api_host}:{settings.api_port}/"})
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    run_service("api", main)

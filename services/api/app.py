@@ -1,0 +1,33 @@
+"""The api application: resources in cleanup_ctx, routes from one module per resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from services.api import health, jobs
+from services.api.auth import auth_middleware
+from services.api.errors import error_middleware
+from services.api.typedefs import RUNTIME, SETTINGS
+from shared.kinds import platform_registry
+from shared.registry import Registry
+from shared.settings import Settings
+from shared.worker import open_runtime
+
+
+def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[error_middleware, auth_middleware]
+    )
+    app[SETTINGS] = settings
+
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_runtime(settings, registry or platform_registry()) as runtime:
+            app[RUNTIME] = runtime
+            yield
+
+    app.cleanup_ctx.append(runtime_ctx)
+    app.add_routes(health.routes)
+    app.add_routes(jobs.routes)
+    return app

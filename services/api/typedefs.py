@@ -1,0 +1,11 @@
+"""Typed keys for what the api application holds."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from shared.settings import Settings
+from shared.worker import Runtime
+
+SETTINGS = web.AppKey("settings", Settings)
+RUNTIME = web.AppKey("runtime", Runtime)

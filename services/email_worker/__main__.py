@@ -1,0 +1,20 @@
+"""python -m services.email_worker: consumes jobs.email and runs its handlers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.email_worker.handlers import HANDLERS
+from shared.kinds import EMAIL_SERVICE, platform_registry
+from shared.lifecycle import run_service
+from shared.settings import Settings
+from shared.worker import run_worker
+
+
+async def main(settings: Settings, stop: asyncio.Event) -> None:
+    await run_worker(settings, stop, service=EMAIL_SERVICE, registry=platform_registry(), handlers=HANDLERS,
+                     default_concurrency=10)
+
+
+if __name__ == "__main__":
+    run_service("email-worker", main)

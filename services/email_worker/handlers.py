@@ -1,0 +1,7 @@
+"""Handlers of the email service's job kinds."""
+
+from __future__ import annotations
+
+from shared.messaging.consumer import Handler
+
+HANDLERS: dict[str, Handler] = {}

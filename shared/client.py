@@ -1,0 +1,171 @@
+"""The one write path for jobs: validate, write the row (in the caller's transaction), publish after commit."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from shared.db import jobs as job_queries
+from shared.jobs import JobState, QueueClass
+from shared.messaging.broker import Broker, BrokerUnavailable
+from shared.messaging.envelope import Envelope
+from shared.registry import JobKind, Registry
+from shared.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+class IdempotencyConflict(ValueError):
+    """The idempotency key belongs to a job with other arguments."""
+
+    def __init__(self, key: str, existing_id: uuid.UUID) -> None:
+        super().__init__(f"idempotency key {key!r} is already used by job {existing_id} with other arguments")
+        self.key = key
+        self.existing_id = existing_id
+
+
+@dataclass(frozen=True)
+class EnqueuedJob:
+    id: uuid.UUID
+    kind: str
+    state: JobState
+    created: bool  # False when an idempotency key returned an existing job
+
+
+def policy_for(kind: JobKind, default: RetryPolicy) -> RetryPolicy:
+    return kind.retry or default
+
+
+class JobClient:
+    def __init__(self, pool: asyncpg.Pool, broker: Broker, registry: Registry, default_retry: RetryPolicy) -> None:
+        self.pool = pool
+        self.broker = broker
+        self.registry = registry
+        self.default_retry = default_retry
+        # Jobs written inside a caller's open transaction, published once `transaction()` commits.
+        self._after_commit: dict[int, list[asyncpg.Record]] = {}
+
+    async def enqueue(
+        self,
+        kind: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        queue: str | QueueClass | None = None,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+        connection: asyncpg.Connection | None = None,
+        parent_id: uuid.UUID | None = None,
+        recurring_id: str | None = None,
+        fire_time: datetime | None = None,
+    ) -> EnqueuedJob | None:
+        """Write the job and publish it after commit.
+
+        Returns None only for a recurring occurrence (recurring_id, fire_time) that exists already.
+        Raises UnknownJobKind / InvalidJobArguments / IdempotencyConflict / ValueError before writing.
+        """
+        job_kind, clean_args = self.registry.validate(kind, args or {})
+        new_job = self._new_job(
+            job_kind, clean_args, queue=queue, run_at=run_at, delay=delay, max_attempts=max_attempts,
+            idempotency_key=idempotency_key, parent_id=parent_id, recurring_id=recurring_id,
+            fire_time=fire_time,
+        )
+        if connection is None:
+            async with self.pool.acquire() as own:
+                row = await self._insert(own, new_job)  # type: ignore[arg-type]
+        else:
+            row = await self._insert(connection, new_job)
+        if row is None:
+            return None
+        created = row["id"] == new_job.id
+        job = EnqueuedJob(row["id"], row["kind"], JobState(row["state"]), created)
+        if created and job.state is JobState.ENQUEUED:
+            if connection is not None and connection.is_in_transaction():
+                self._after_commit.setdefault(id(connection), []).append(row)
+            else:
+                await self.publish([row])
+        return job
+
+    def _new_job(
+        self, kind: JobKind, args: dict[str, Any], *, queue: str | QueueClass | None, run_at: datetime | None,
+        delay: float | timedelta | None, max_attempts: int | None, idempotency_key: str | None,
+        parent_id: uuid.UUID | None, recurring_id: str | None, fire_time: datetime | None,
+    ) -> job_queries.NewJob:
+        if run_at is not None and delay is not None:
+            raise ValueError("give run_at or delay, not both")
+        if run_at is not None and run_at.tzinfo is None:
+            raise ValueError("run_at must carry a time zone offset")
+        if max_attempts is not None and max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        now = datetime.now(UTC)
+        if delay is not None:
+            run_at = now + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
+        queue_class = QueueClass(queue) if queue is not None else kind.queue
+        scheduled = run_at is not None and run_at > now
+        return job_queries.NewJob(
+            id=uuid.uuid4(),
+            kind=kind.name,
+            args=args,
+            queue=queue_class.value,
+            service=kind.service,
+            priority=queue_class.priority,
+            state=JobState.SCHEDULED if scheduled else JobState.ENQUEUED,
+            max_attempts=max_attempts or policy_for(kind, self.default_retry).max_attempts,
+            run_at=run_at if run_at is not None else now,
+            idempotency_key=idempotency_key,
+            recurring_id=recurring_id,
+            fire_time=fire_time,
+            parent_id=parent_id,
+        )
+
+    async def _insert(self, connection: asyncpg.Connection, job: job_queries.NewJob) -> asyncpg.Record | None:
+        row = await job_queries.insert_job(connection, job)
+        if row is not None or job.idempotency_key is None:
+            return row
+        existing = await job_queries.find_by_idempotency_key(connection, job.idempotency_key)
+        if existing is None:  # the conflict was on (recurring_id, fire_time)
+            return None
+        if existing["kind"] != job.kind or existing["args"] != job.args:
+            raise IdempotencyConflict(job.idempotency_key, existing["id"])
+        return existing
+
+    @asynccontextmanager
+    async def transaction(self, connection: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction whose enqueued jobs are published right after it commits.
+
+        Jobs enqueued in a plain transaction are published too, by the scheduler's outbox relay,
+        a few seconds later; this only makes it immediate.
+        """
+        key = id(connection)
+        try:
+            async with connection.transaction():
+                yield connection
+        except BaseException:
+            self._after_commit.pop(key, None)
+            raise
+        await self.publish(self._after_commit.pop(key, []))
+
+    async def publish(self, rows: list[asyncpg.Record]) -> int:
+        """Publish committed `enqueued` rows and mark them published; unconfirmed ones stay for the relay."""
+        published = []
+        for row in rows:
+            try:
+                await self.broker.publish_job(
+                    row["service"], Envelope(row["id"], row["kind"], row["attempt"]), row["priority"]
+                )
+            except BrokerUnavailable as exc:
+                log.warning("publish deferred to the outbox relay", extra={"job_id": str(row["id"]),
+                                                                          "error": str(exc)})
+                break
+            published.append(row["id"])
+        if published:
+            await job_queries.mark_published(self.pool, published)
+        return len(published)

@@ -1,0 +1,36 @@
+"""The asyncpg pool of a process, with JSON codecs so jsonb columns arrive as Python objects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+Pool = asyncpg.Pool
+Connection = asyncpg.Connection
+
+
+async def init_connection(connection: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        database_url, min_size=min_size, max_size=max_size, init=init_connection
+    )
+    return pool
+
+
+@asynccontextmanager
+async def open_pool(database_url: str, **kwargs: Any) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, **kwargs)
+    try:
+        yield pool
+    finally:
+        await pool.close()

@@ -1,0 +1,89 @@
+"""The platform's job kinds: argument models, target service, queue class, timeout.
+
+The api validates against these before writing; the workers attach handlers to them by name.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from shared.jobs import QueueClass
+from shared.registry import JobKind, Registry
+
+EMAIL_SERVICE = "email"
+MAINTENANCE_SERVICE = "maintenance"
+
+_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def no_line_breaks(value: str) -> str:
+    """CR or LF in a header value would let a caller inject headers."""
+    if "\r" in value or "\n" in value:
+        raise ValueError("must not contain line breaks (CR/LF)")
+    return value
+
+
+def email_address(value: str) -> str:
+    no_line_breaks(value)
+    if not _ADDRESS.match(value):
+        raise ValueError("is not an email address")
+    return value
+
+
+EmailAddress = Annotated[str, Field(max_length=320), AfterValidator(email_address)]
+HeaderText = Annotated[str, Field(min_length=1, max_length=998), AfterValidator(no_line_breaks)]
+
+
+class Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoArgs(Args):
+    pass
+
+
+class WelcomeArgs(Args):
+    email: EmailAddress
+    name: HeaderText
+
+
+class EventConfirmationArgs(Args):
+    event_id: uuid.UUID
+    participant_id: uuid.UUID
+
+
+class EventArgs(Args):
+    event_id: uuid.UUID
+
+
+class SendEmailArgs(Args):
+    to: EmailAddress
+    subject: HeaderText
+    template: Annotated[str, Field(pattern=r"^[a-z_]+$")] = "plain"
+    context: dict[str, Any] = {}
+    event_id: uuid.UUID | None = None
+    participant_id: uuid.UUID | None = None
+
+
+PLATFORM_KINDS = (
+    JobKind("email.welcome", WelcomeArgs, EMAIL_SERVICE, QueueClass.CRITICAL, timeout_seconds=120),
+    JobKind("email.event_confirmation", EventConfirmationArgs, EMAIL_SERVICE, QueueClass.DEFAULT,
+            timeout_seconds=120),
+    JobKind("event.reminder", EventArgs, EMAIL_SERVICE, QueueClass.DEFAULT, timeout_seconds=600),
+    JobKind("event.starting_soon", EventArgs, EMAIL_SERVICE, QueueClass.CRITICAL, timeout_seconds=600),
+    JobKind("email.send", SendEmailArgs, EMAIL_SERVICE, QueueClass.DEFAULT, timeout_seconds=120),
+    JobKind("maintenance.cleanup_expired_events", NoArgs, MAINTENANCE_SERVICE, QueueClass.LOW,
+            timeout_seconds=1800),
+    JobKind("maintenance.cleanup_old_logs", NoArgs, MAINTENANCE_SERVICE, QueueClass.LOW, timeout_seconds=1800),
+    JobKind("maintenance.daily_report", NoArgs, MAINTENANCE_SERVICE, QueueClass.DEFAULT, timeout_seconds=600),
+    JobKind("maintenance.reap_dead_servers", NoArgs, MAINTENANCE_SERVICE, QueueClass.CRITICAL,
+            timeout_seconds=300),
+)
+
+
+def platform_registry() -> Registry:
+    return Registry(PLATFORM_KINDS)

@@ -1,0 +1,74 @@
+"""Process lifecycle: signals to a stop event, heartbeats, the resources of a service in one stack."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from shared.db import servers
+from shared.logs import configure_logging
+from shared.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def new_server_id(service: str) -> str:
+    return f"{service}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def dead_after(settings: Settings) -> float:
+    """A process that missed three heartbeats in a row is gone."""
+    return settings.heartbeat_seconds * 3
+
+
+@asynccontextmanager
+async def heartbeat(
+    pool: asyncpg.Pool, server_id: str, *, service: str, queues: Sequence[str], concurrency: int,
+    interval: float,
+) -> AsyncIterator[None]:
+    async def beat_forever() -> None:
+        while True:
+            try:
+                await servers.beat(pool, server_id, service=service, host=socket.gethostname(),
+                                   pid=os.getpid(), queues=queues, concurrency=concurrency)
+            except (OSError, asyncpg.PostgresError):
+                log.warning("heartbeat failed", exc_info=True)
+            await asyncio.sleep(interval)
+
+    await servers.beat(pool, server_id, service=service, host=socket.gethostname(), pid=os.getpid(),
+                       queues=queues, concurrency=concurrency)
+    task = asyncio.create_task(beat_forever(), name=f"heartbeat {server_id}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            await servers.remove(pool, server_id)
+
+
+def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
+    """Entry point of every service: settings, JSON logs, SIGTERM/SIGINT → the stop event."""
+    settings = load_settings()
+    configure_logging(name, settings.log_level)
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        log.info("starting", extra={"pid": os.getpid()})
+        await main(settings, stop)
+        log.info("stopped")
+
+    asyncio.run(runner())

@@ -1,0 +1,120 @@
+"""The one RabbitMQ connection of a process: declares the topology, publishes with confirms."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from shared.messaging.envelope import Envelope
+from shared.messaging.topology import (
+    DEAD_EXCHANGE,
+    JOBS_EXCHANGE,
+    RETRY_EXCHANGE,
+    Topology,
+    delay_key,
+)
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker is disconnected or did not confirm in time; the outbox relay will publish later."""
+
+
+class Broker:
+    def __init__(self, amqp_url: str, topology: Topology, *, publish_timeout: float = 5.0) -> None:
+        self.amqp_url = amqp_url
+        self.topology = topology
+        self.publish_timeout = publish_timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise RuntimeError("broker is not connected")
+        return self._connection
+
+    @property
+    def is_connected(self) -> bool:
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._connection.connected.is_set()
+        )
+
+    async def connect(self) -> None:
+        self._connection = await aio_pika.connect_robust(self.amqp_url, reconnect_interval=1)
+        # on_return_raises: a message no queue would take is an error, never a silent drop.
+        self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        await declare_topology(self._channel, self.topology)
+        for name in (JOBS_EXCHANGE, RETRY_EXCHANGE, DEAD_EXCHANGE):
+            self._exchanges[name] = await self._channel.get_exchange(name, ensure=False)
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
+
+    async def _on_reconnect(self, *_: Any) -> None:
+        log.info("reconnected to RabbitMQ; topology re-declared")
+        if self._channel is not None and not self._channel.is_closed:
+            await declare_topology(self._channel, self.topology)
+
+    async def open_channel(self, prefetch: int) -> AbstractChannel:
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def _publish(self, exchange: str, message: aio_pika.Message, routing_key: str) -> None:
+        if not self.is_connected:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                await self._exchanges[exchange].publish(message, routing_key, mandatory=True)
+        except (TimeoutError, ConnectionError, aio_pika.exceptions.AMQPConnectionError,
+                aio_pika.exceptions.ChannelInvalidStateError) as exc:
+            raise BrokerUnavailable(f"publish to {exchange!r} not confirmed: {exc!r}") from exc
+
+    async def publish_job(self, service: str, envelope: Envelope, priority: int) -> None:
+        await self._publish(JOBS_EXCHANGE, job_message(envelope, priority), service)
+
+    async def publish_retry(self, service: str, envelope: Envelope, priority: int, delay: int) -> None:
+        message = job_message(envelope, priority, headers={"CC": [service]})
+        await self._publish(RETRY_EXCHANGE, message, delay_key(delay))
+
+    async def publish_dead(self, body: bytes, reason: str, headers: dict[str, Any] | None = None) -> None:
+        message = aio_pika.Message(
+            body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers={**(headers or {}), "x-reason": reason[:1000]},
+        )
+        await self._publish(DEAD_EXCHANGE, message, "")
+
+
+def job_message(envelope: Envelope, priority: int, headers: dict[str, Any] | None = None) -> aio_pika.Message:
+    return aio_pika.Message(
+        envelope.encode(),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=priority,
+        message_id=str(envelope.job_id),
+        type=envelope.kind,
+        headers=headers or {},
+    )
+
+
+async def declare_topology(channel: AbstractChannel, topology: Topology) -> None:
+    """Idempotent: re-declaring with the same arguments is a no-op on the broker."""
+    for exchange in topology.exchanges:
+        await channel.declare_exchange(exchange.name, aio_pika.ExchangeType(exchange.type), durable=True)
+    for queue in topology.queues:
+        declared = await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
+        for exchange_name, routing_key in queue.bindings:
+            await declared.bind(exchange_name, routing_key)

@@ -1,0 +1,118 @@
+"""Process settings, read once from the environment (and an optional .env) at each entry point."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/eventjobs"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    rabbitmq_management_url: str = "http://guest:guest@127.0.0.1:15672/"
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(1025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = Field(30.0, gt=0)
+    mail_from: str = "events@localhost"
+    admin_emails: Annotated[list[str], NoDecode] = []
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(5000, ge=1, le=65535)
+    api_token: str | None = None
+    api_read_only_token: str | None = None
+    dashboard_read_only: bool = False
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    retry_attempts: int = Field(3, ge=1, le=100)
+    retry_delays: Annotated[tuple[int, ...], NoDecode] = (60, 300, 900)
+
+    worker_concurrency: int | None = Field(None, ge=1, le=1000)
+    worker_prefetch: int | None = Field(None, ge=1, le=10000)
+    shutdown_timeout_seconds: float = Field(30.0, ge=0)
+    heartbeat_seconds: float = Field(5.0, gt=0)
+
+    scheduler_timezone: str = "UTC"
+    scheduler_poll_seconds: float = Field(1.0, gt=0)
+    outbox_grace_seconds: float = Field(5.0, ge=0)
+    misfire_grace_seconds: float = Field(3600.0, ge=0)
+
+    job_retention_days: int = Field(7, ge=0)
+    log_retention_days: int = Field(90, ge=0)
+    event_archive_days: int = Field(30, ge=0)
+
+    log_level: str = "INFO"
+
+    @field_validator("admin_emails", mode="before")
+    @classmethod
+    def _parse_admin_emails(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _parse_retry_delays(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _check_retry_delays(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("needs at least one delay in seconds")
+        if any(delay < 1 for delay in value):
+            raise ValueError("every delay must be at least 1 second")
+        return value
+
+    @field_validator("scheduler_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return upper
+
+    def concurrency_for(self, default: int) -> int:
+        return self.worker_concurrency or default
+
+    def prefetch_for(self, default: int) -> int:
+        return self.worker_prefetch or self.concurrency_for(default)
+
+
+def describe_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        variable = "_".join(str(part) for part in item["loc"][:1]).upper()
+        lines.append(f"invalid setting {variable}={item.get('input')!r}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings() -> Settings:
+    """Build the settings or stop the process with a message naming the bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        print(describe_errors(error), file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,125 @@
+"""A worker service assembled: migrate, pool, broker, client, heartbeat, consumer; drained on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from shared.client import JobClient
+from shared.db import jobs as job_queries
+from shared.db.migrate import migrate
+from shared.db.pool import open_pool
+from shared.lifecycle import dead_after, heartbeat, new_server_id
+from shared.logs import JobLogBuffer
+from shared.messaging.broker import Broker
+from shared.messaging.consumer import Consumer, Handler
+from shared.messaging.topology import Topology, build_topology, work_queue
+from shared.registry import Registry
+from shared.retry import RetryPolicy
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def default_retry(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(settings.retry_attempts, settings.retry_delays)
+
+
+def topology_for(registry: Registry, settings: Settings) -> Topology:
+    return build_topology(registry.services(), {*settings.retry_delays, *registry.retry_delays()})
+
+
+@dataclass
+class Runtime:
+    """The shared resources of a process: what the api, scheduler and workers all hold."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    broker: Broker
+    client: JobClient
+    registry: Registry
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, registry: Registry, *, pool_size: int = 10) -> AsyncIterator[Runtime]:
+    await migrate(settings.database_url)
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(open_pool(settings.database_url, max_size=pool_size))
+        broker = Broker(settings.amqp_url, topology_for(registry, settings))
+        await broker.connect()
+        stack.push_async_callback(broker.close)
+        client = JobClient(pool, broker, registry, default_retry(settings))
+        yield Runtime(settings, pool, broker, client, registry)
+
+
+@asynccontextmanager
+async def job_log_flusher(pool: asyncpg.Pool, interval: float = 0.5) -> AsyncIterator[None]:
+    """Handlers' log lines reach job_logs in batches, off the hot path."""
+    buffer = JobLogBuffer()
+    logging.getLogger().addHandler(buffer)
+    # Handlers log through "job.<kind>"; their info lines belong in job_logs whatever the root level.
+    logging.getLogger("job").setLevel(logging.INFO)
+
+    async def flush() -> None:
+        rows = buffer.take()
+        if rows:
+            try:
+                await job_queries.insert_logs(pool, rows)
+            except (OSError, asyncpg.PostgresError):
+                log.warning("could not store %d job log lines", len(rows), exc_info=True)
+
+    async def flush_forever() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await flush()
+
+    task = asyncio.create_task(flush_forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        logging.getLogger().removeHandler(buffer)
+        await flush()
+
+
+async def run_worker(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    service: str,
+    registry: Registry,
+    handlers: Mapping[str, Handler],
+    default_concurrency: int,
+) -> None:
+    concurrency = settings.concurrency_for(default_concurrency)
+    prefetch = settings.prefetch_for(default_concurrency)
+    server_id = new_server_id(service)
+    async with AsyncExitStack() as stack:
+        runtime = await stack.enter_async_context(
+            open_runtime(settings, registry, pool_size=min(concurrency + 4, 40))
+        )
+        await stack.enter_async_context(job_log_flusher(runtime.pool))
+        await stack.enter_async_context(
+            heartbeat(runtime.pool, server_id, service=service, queues=[work_queue(service)],
+                      concurrency=concurrency, interval=settings.heartbeat_seconds)
+        )
+        consumer = Consumer(
+            service=service, worker_id=server_id, broker=runtime.broker, pool=runtime.pool,
+            client=runtime.client, registry=registry, handlers=handlers,
+            default_retry=default_retry(settings), prefetch=prefetch, concurrency=concurrency,
+            dead_after_seconds=dead_after(settings),
+        )
+        await consumer.start()
+        log.info("worker ready", extra={"service": service, "server_id": server_id,
+                                        "concurrency": concurrency, "prefetch": prefetch})
+        await stop.wait()
+        log.info("stopping: draining in-flight jobs", extra={"inflight": consumer.inflight})
+        await consumer.stop(settings.shutdown_timeout_seconds)

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import pytest
+
+from shared.lifecycle import run_service  # noqa: F401  (imported so a broken import fails collection early)
+from shared.messaging.consumer import Handler
+from shared.registry import Registry
+from shared.settings import Settings
+from shared.worker import Runtime, open_runtime, run_worker
+from tests.support.environment import (
+    Management,
+    TestEnvironment,
+    create_template_database,
+    drop_database,
+    test_environment,
+)
+from tests.support.kinds import TEST_HANDLERS, TEST_SERVICE, test_registry
+
+
+@pytest.fixture(scope="session")
+def management() -> Management:
+    return Management()
+
+
+@pytest.fixture(scope="session")
+async def template_database() -> AsyncIterator[str]:
+    name = await create_template_database()
+    yield name
+    await drop_database(name)
+
+
+@pytest.fixture
+async def env(template_database: str, management: Management) -> AsyncIterator[TestEnvironment]:
+    """A fresh database (cloned from the migrated template) and a fresh RabbitMQ vhost."""
+    async with test_environment(template_database, management) as environment:
+        yield environment
+
+
+@pytest.fixture
+def settings(env: TestEnvironment) -> Settings:
+    return env.settings()
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    async with open_runtime(settings, test_registry()) as opened:
+        yield opened
+
+
+StartWorker = Callable[..., Awaitable[asyncio.Event]]
+
+
+@pytest.fixture
+async def start_worker(env: TestEnvironment) -> AsyncIterator[StartWorker]:
+    """Start in-process workers; each is stopped (gracefully) when the test ends."""
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(
+        *, registry: Registry | None = None, handlers: Mapping[str, Handler] | None = None,
+        service: str = TEST_SERVICE, concurrency: int = 10, **overrides: Any,
+    ) -> asyncio.Event:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_worker(env.settings(**overrides), stop, service=service, registry=registry or test_registry(),
+                       handlers=handlers or TEST_HANDLERS, default_concurrency=concurrency)
+        )
+        running.append((stop, task))
+        return stop
+
+    yield start
+    for stop, _ in running:
+        stop.set()
+    for _, task in running:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)

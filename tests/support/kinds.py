@@ -1,0 +1,95 @@
+"""Job kinds that exist only in tests, served by the `test` service."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shared.jobs import QueueClass
+from shared.kinds import Args
+from shared.messaging.consumer import Handler, JobContext
+from shared.registry import JobKind, PermanentError, Registry
+from shared.retry import RetryPolicy
+
+TEST_SERVICE = "test"
+
+
+class NoopArgs(Args):
+    n: int = 0
+
+
+class FlakyArgs(Args):
+    failures: int  # attempts that fail before one succeeds
+
+
+class SleepArgs(Args):
+    seconds: float
+
+
+class SwitchArgs(Args):
+    switch: str  # fails while this name is in BROKEN
+
+
+class LogArgs(Args):
+    message: str
+
+
+BROKEN: set[str] = set()  # in-process switches for test.until_fixed
+
+
+def test_registry(*extra: JobKind) -> Registry:
+    return Registry(
+        (
+            JobKind("test.noop", NoopArgs, TEST_SERVICE, QueueClass.DEFAULT, timeout_seconds=30),
+            JobKind("test.flaky", FlakyArgs, TEST_SERVICE, QueueClass.DEFAULT, timeout_seconds=30),
+            JobKind("test.sleep", SleepArgs, TEST_SERVICE, QueueClass.DEFAULT, timeout_seconds=2),
+            JobKind("test.until_fixed", SwitchArgs, TEST_SERVICE, QueueClass.DEFAULT, timeout_seconds=30),
+            JobKind("test.permanent", NoopArgs, TEST_SERVICE, QueueClass.DEFAULT, timeout_seconds=30),
+            JobKind("test.log", LogArgs, TEST_SERVICE, QueueClass.LOW, timeout_seconds=30),
+            JobKind("test.slow_retry", NoopArgs, TEST_SERVICE, QueueClass.DEFAULT,
+                    retry=RetryPolicy(2, (30,)), timeout_seconds=30),
+            *extra,
+        )
+    )
+
+
+async def noop(ctx: JobContext, args: NoopArgs) -> dict[str, Any]:
+    return {"n": args.n}
+
+
+async def flaky(ctx: JobContext, args: FlakyArgs) -> str:
+    if ctx.attempt <= args.failures:
+        raise RuntimeError(f"planned failure {ctx.attempt} of {args.failures}")
+    return f"succeeded at attempt {ctx.attempt}"
+
+
+async def sleep(ctx: JobContext, args: SleepArgs) -> None:
+    await asyncio.sleep(args.seconds)
+
+
+async def until_fixed(ctx: JobContext, args: SwitchArgs) -> None:
+    if args.switch in BROKEN:
+        raise RuntimeError(f"switch {args.switch} is broken")
+
+
+async def permanent(ctx: JobContext, args: NoopArgs) -> None:
+    raise PermanentError("this can never work")
+
+
+async def log_line(ctx: JobContext, args: LogArgs) -> None:
+    ctx.log.info("handler says %s", args.message)
+
+
+async def always_fail(ctx: JobContext, args: NoopArgs) -> None:
+    raise RuntimeError("always fails")
+
+
+TEST_HANDLERS: dict[str, Handler] = {
+    "test.noop": noop,
+    "test.flaky": flaky,
+    "test.sleep": sleep,
+    "test.until_fixed": until_fixed,
+    "test.permanent": permanent,
+    "test.log": log_line,
+    "test.slow_retry": always_fail,
+}
