@@ -71,3 +71,8 @@ INSERT INTO recurring_jobs (id, kind, cron, timezone) VALUES
     ('generate-daily-report', 'maintenance.daily_report', '0 6 * * *', 'UTC'),
     ('cleanup-old-logs', 'maintenance.cleanup_old_logs', '0 3 * * 0', 'UTC')
 ON CONFLICT (id) DO NOTHING;
+
+-- The reaper: requeues jobs whose worker stopped heartbeating and removes dead servers.
+INSERT INTO recurring_jobs (id, kind, cron, timezone, misfire_policy) VALUES
+    ('reap-dead-servers', 'maintenance.reap_dead_servers', '* * * * *', 'UTC', 'skip')
+ON CONFLICT (id) DO NOTHING;
