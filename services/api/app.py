@@ -9,6 +9,7 @@ from aiohttp import web
 from services.api import health, jobs
 from services.api.auth import auth_middleware
 from services.api.errors import error_middleware
+from services.api.openapi import ApiRoutes, openapi_document
 from services.api.typedefs import RUNTIME, SETTINGS
 from shared.kinds import platform_registry
 from shared.registry import Registry
@@ -28,6 +29,15 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
             yield
 
     app.cleanup_ctx.append(runtime_ctx)
-    app.add_routes(health.routes)
-    app.add_routes(jobs.routes)
+    api_routes: list[ApiRoutes] = [health.routes, jobs.routes]
+    for group in api_routes:
+        app.add_routes(group.table)
+    document = openapi_document(
+        (operation for group in api_routes for operation in group.operations), title="eventjobs", version="0.1.0"
+    )
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.router.add_get("/api/openapi.json", openapi_json)
     return app

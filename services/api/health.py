@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import BaseModel
 
+from services.api.openapi import ApiRoutes
 from services.api.typedefs import RUNTIME
 
-routes = web.RouteTableDef()
+routes = ApiRoutes("health")
 
 
-@routes.get("/healthz")
+class HealthOut(BaseModel):
+    status: str
+
+
+class ReadyOut(BaseModel):
+    status: str
+    checks: dict[str, bool]
+
+
+@routes.get("/healthz", summary="The process is up", responses={200: HealthOut})
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-@routes.get("/readyz")
+@routes.get("/readyz", summary="Postgres and RabbitMQ are reachable", responses={200: ReadyOut, 503: ReadyOut})
 async def readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     checks = {"postgres": False, "rabbitmq": runtime.broker.is_connected}

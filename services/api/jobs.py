@@ -7,13 +7,14 @@ import uuid
 from aiohttp import web
 
 from services.api.errors import ApiError, parse_body
+from services.api.openapi import ApiRoutes
 from services.api.schemas import JobDetailOut, JobLogOut, JobOut, JobRequest, JobStateOut
 from services.api.typedefs import RUNTIME
 from shared.client import IdempotencyConflict
 from shared.db import jobs as job_queries
 from shared.registry import InvalidJobArguments, UnknownJobKind
 
-routes = web.RouteTableDef()
+routes = ApiRoutes("jobs")
 
 
 def job_id_from(request: web.Request) -> uuid.UUID:
@@ -25,7 +26,8 @@ def job_id_from(request: web.Request) -> uuid.UUID:
         ) from None
 
 
-@routes.post("/api/jobs")
+@routes.post("/api/jobs", summary="Enqueue a job", body=JobRequest, responses={202: JobOut, 200: JobOut},
+             errors=(400, 401, 409, 413, 422))
 async def enqueue_job(request: web.Request) -> web.Response:
     body = await parse_body(request, JobRequest)
     runtime = request.app[RUNTIME]
@@ -51,7 +53,9 @@ async def enqueue_job(request: web.Request) -> web.Response:
     return web.json_response(JobOut.from_row(row).model_dump(mode="json"), status=202 if job.created else 200)
 
 
-@routes.get("/api/jobs/{job_id}")
+@routes.get(
+    "/api/jobs/{job_id}", summary="A job with its history and logs", responses={200: JobDetailOut}, errors=(401, 404)
+)
 async def get_job(request: web.Request) -> web.Response:
     job_id = job_id_from(request)
     pool = request.app[RUNTIME].pool

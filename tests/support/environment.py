@@ -98,6 +98,8 @@ class Management:
 
 @dataclass
 class TestEnvironment:
+    __test__ = False  # not a test class, whatever its name
+
     database: str
     vhost: str
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -139,3 +141,6 @@ async def test_environment(template: str, management: Management) -> AsyncIterat
     finally:
         await management.delete_vhost(vhost)
         await drop_database(database)
+
+
+test_environment.__test__ = False  # type: ignore[attr-defined]

@@ -1,0 +1,136 @@
+"""Routes that remember their models, so /api/openapi.json is generated from the code that serves it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from services.api.errors import Handler
+
+_PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    tag: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
+    errors: tuple[int, ...] = ()
+    content_type: str = "application/json"
+
+
+class ApiRoutes:
+    """A RouteTableDef that also records each operation's request and response models."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.table = web.RouteTableDef()
+        self.operations: list[Operation] = []
+
+    def route(
+        self, method: str, path: str, *, summary: str, body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None, responses: dict[int, type[BaseModel] | None] | None = None,
+        errors: Iterable[int] = (), content_type: str = "application/json",
+    ) -> Callable[[Handler], Handler]:
+        operation = Operation(method.upper(), path, summary, self.tag, body, query, responses or {200: None},
+                              tuple(errors), content_type)
+
+        def register(handler: Handler) -> Handler:
+            self.operations.append(operation)
+            self.table.route(method.upper(), path)(handler)
+            return handler
+
+        return register
+
+    def get(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        return self.route("GET", path, **options)
+
+    def post(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        return self.route("POST", path, **options)
+
+    def patch(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        return self.route("PATCH", path, **options)
+
+
+def openapi_document(operations: Iterable[Operation], *, title: str, version: str) -> dict[str, Any]:
+    operations = list(operations)
+    models: set[type[BaseModel]] = {ErrorOut}
+    for operation in operations:
+        models.update(model for model in (operation.body, operation.query) if model is not None)
+        models.update(model for model in operation.responses.values() if model is not None)
+    keyed: list[tuple[type[BaseModel], Literal["validation"]]] = [
+        (model, "validation") for model in sorted(models, key=lambda model: model.__name__)
+    ]
+    _, definitions = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
+    schemas = definitions.get("$defs", {})
+
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in operations:
+        path = _PATH_PARAM.sub(r"{\1}", operation.path)
+        parameters: list[dict[str, Any]] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PATH_PARAM.findall(operation.path)
+        ]
+        if operation.query is not None:
+            query_schema = schemas[operation.query.__name__]
+            required = set(query_schema.get("required", []))
+            for name, prop in query_schema.get("properties", {}).items():
+                parameters.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+        responses: dict[str, Any] = {}
+        for status, model in operation.responses.items():
+            entry: dict[str, Any] = {"description": _reason(status)}
+            if model is not None:
+                entry["content"] = {operation.content_type: {"schema": ref(model)}}
+            responses[str(status)] = entry
+        for status in operation.errors:
+            responses[str(status)] = {"description": _reason(status),
+                                      "content": {"application/json": {"schema": ref(ErrorOut)}}}
+        spec: dict[str, Any] = {"summary": operation.summary, "tags": [operation.tag],
+                                "operationId": _operation_id(operation), "responses": responses}
+        if parameters:
+            spec["parameters"] = parameters
+        if operation.body is not None:
+            spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(operation.body)}}}
+        paths.setdefault(path, {})[operation.method.lower()] = spec
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _reason(status: int) -> str:
+    return HTTPStatus(status).phrase
+
+
+def _operation_id(operation: Operation) -> str:
+    words = re.sub(r"[^a-zA-Z0-9]+", "_", operation.path).strip("_")
+    return f"{operation.method.lower()}_{words}"
