@@ -1,0 +1,75 @@
+"""The state machine as a table: which moves are legal, and the SQL guards derived from it."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.jobs import FINAL_STATES, PRIORITIES, TRANSITIONS, JobState, QueueClass, can_transition, sources_of
+
+S = JobState
+
+LEGAL = [
+    (S.SCHEDULED, S.ENQUEUED),
+    (S.SCHEDULED, S.DELETED),
+    (S.ENQUEUED, S.PROCESSING),
+    (S.ENQUEUED, S.DELETED),
+    (S.PROCESSING, S.SUCCEEDED),
+    (S.PROCESSING, S.FAILED),
+    (S.PROCESSING, S.RETRYING),
+    (S.PROCESSING, S.ENQUEUED),  # graceful shutdown hands the job back
+    (S.PROCESSING, S.PROCESSING),  # takeover from a dead worker
+    (S.RETRYING, S.PROCESSING),
+    (S.FAILED, S.ENQUEUED),  # operator requeue
+    (S.SUCCEEDED, S.ENQUEUED),
+    (S.DELETED, S.ENQUEUED),
+]
+
+ILLEGAL = [
+    (S.SCHEDULED, S.PROCESSING),  # a delayed job is promoted before it runs
+    (S.SCHEDULED, S.SUCCEEDED),
+    (S.ENQUEUED, S.SUCCEEDED),  # nothing finishes without being processed
+    (S.ENQUEUED, S.FAILED),
+    (S.RETRYING, S.SUCCEEDED),
+    (S.PROCESSING, S.DELETED),  # a running job is not deleted under its worker
+    (S.SUCCEEDED, S.PROCESSING),  # a redelivered message of a finished job is skipped
+    (S.FAILED, S.PROCESSING),
+    (S.DELETED, S.PROCESSING),
+    (S.SUCCEEDED, S.FAILED),
+]
+
+
+@pytest.mark.parametrize(("source", "target"), LEGAL)
+def test_legal_transitions(source: JobState, target: JobState) -> None:
+    assert can_transition(source, target)
+
+
+@pytest.mark.parametrize(("source", "target"), ILLEGAL)
+def test_illegal_transitions(source: JobState, target: JobState) -> None:
+    assert not can_transition(source, target)
+
+
+def test_every_state_has_a_row() -> None:
+    assert set(TRANSITIONS) == set(JobState)
+
+
+def test_final_states_only_leave_by_operator_action() -> None:
+    for state in FINAL_STATES:
+        assert TRANSITIONS[state] <= {S.ENQUEUED, S.DELETED}
+
+
+@pytest.mark.parametrize(
+    ("target", "sources"),
+    [
+        (S.PROCESSING, ["enqueued", "processing", "retrying"]),
+        (S.ENQUEUED, ["deleted", "enqueued", "failed", "processing", "retrying", "scheduled", "succeeded"]),
+        (S.SUCCEEDED, ["processing"]),
+        (S.SCHEDULED, []),
+    ],
+)
+def test_sources_of_is_the_sql_guard(target: JobState, sources: list[str]) -> None:
+    assert sources_of(target) == sources
+
+
+def test_queue_classes_map_to_ordered_priorities() -> None:
+    assert QueueClass.CRITICAL.priority > QueueClass.DEFAULT.priority > QueueClass.LOW.priority > 0
+    assert set(PRIORITIES) == set(QueueClass)
