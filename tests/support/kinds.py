@@ -34,7 +34,16 @@ class LogArgs(Args):
     message: str
 
 
+class GateArgs(Args):
+    gate: str  # runs until the test opens this gate
+
+
 BROKEN: set[str] = set()  # in-process switches for test.until_fixed
+GATES: dict[str, asyncio.Event] = {}  # in-process gates for test.gate
+
+
+def gate(name: str) -> asyncio.Event:
+    return GATES.setdefault(name, asyncio.Event())
 
 
 def test_registry(*extra: JobKind) -> Registry:
@@ -48,6 +57,7 @@ def test_registry(*extra: JobKind) -> Registry:
             JobKind("test.log", LogArgs, TEST_SERVICE, QueueClass.LOW, timeout_seconds=30),
             JobKind("test.slow_retry", NoopArgs, TEST_SERVICE, QueueClass.DEFAULT,
                     retry=RetryPolicy(2, (30,)), timeout_seconds=30),
+            JobKind("test.gate", GateArgs, TEST_SERVICE, QueueClass.DEFAULT, timeout_seconds=60),
             *extra,
         )
     )
@@ -80,6 +90,10 @@ async def log_line(ctx: JobContext, args: LogArgs) -> None:
     ctx.log.info("handler says %s", args.message)
 
 
+async def wait_for_gate(ctx: JobContext, args: GateArgs) -> None:
+    await gate(args.gate).wait()
+
+
 async def always_fail(ctx: JobContext, args: NoopArgs) -> None:
     raise RuntimeError("always fails")
 
@@ -92,6 +106,7 @@ TEST_HANDLERS: dict[str, Handler] = {
     "test.permanent": permanent,
     "test.log": log_line,
     "test.slow_retry": always_fail,
+    "test.gate": wait_for_gate,
 }
 
 
