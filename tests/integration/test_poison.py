@@ -11,9 +11,9 @@ from shared.db import jobs as job_queries
 from shared.messaging.topology import JOBS_EXCHANGE
 from shared.worker import Runtime
 from tests.conftest import StartWorker
+from tests.support.broker_probe import DeadLetter, dead_letters
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import TEST_SERVICE
-from tests.support.parking_lot import DeadLetter, dead_letters
 from tests.support.waiting import eventually
 
 

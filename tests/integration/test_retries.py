@@ -10,9 +10,9 @@ import asyncpg
 from shared.db import jobs as job_queries
 from shared.worker import Runtime
 from tests.conftest import StartWorker
+from tests.support.broker_probe import dead_letters
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import BROKEN
-from tests.support.parking_lot import dead_letters
 from tests.support.waiting import eventually
 
 

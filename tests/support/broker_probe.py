@@ -1,4 +1,4 @@
-"""Read what sits in a vhost's parking lot `jobs.dead`, with the reason each message carries."""
+"""Look into a test vhost over AMQP: the parking lot's messages and reasons, a queue's live consumers."""
 
 from __future__ import annotations
 
@@ -32,5 +32,17 @@ async def dead_letters(amqp_url: str) -> list[DeadLetter]:
         # Closing the channel with the messages unacked puts them all back in their order.
         await channel.close()
         return letters
+    finally:
+        await connection.close()
+
+
+async def consumer_count(amqp_url: str, queue_name: str) -> int:
+    """Live from a passive declare (the management API's figures lag by seconds)."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        assert queue.declaration_result.consumer_count is not None
+        return queue.declaration_result.consumer_count
     finally:
         await connection.close()
