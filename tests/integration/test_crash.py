@@ -1,0 +1,89 @@
+"""kill -9 a worker with jobs in flight: RabbitMQ redelivers its unacked messages and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from shared.worker import Runtime
+from tests.support.environment import TestEnvironment
+from tests.support.waiting import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFETCH = 20
+
+pytestmark = pytest.mark.timeout(400)
+
+
+@asynccontextmanager
+async def worker_process(env: TestEnvironment, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    with log.open("ab") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.support.worker", cwd=ROOT, stderr=stderr, stdout=stderr,
+            env=env.process_env(worker_concurrency=PREFETCH, worker_prefetch=PREFETCH),
+        )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def count(runtime: Runtime, state: str) -> int:
+    value: int = await runtime.pool.fetchval("SELECT count(*) FROM jobs WHERE state = $1", state)
+    return value
+
+
+def at_least(runtime: Runtime, state: str, minimum: int) -> Callable[[], object]:
+    async def probe() -> bool:
+        return await count(runtime, state) >= minimum
+
+    return probe
+
+
+async def test_kill_9_with_500_jobs_in_flight_loses_none(
+    env: TestEnvironment, runtime: Runtime, tmp_path: Path
+) -> None:
+    log = tmp_path / "workers.log"
+    jobs = await asyncio.gather(*(runtime.client.enqueue("test.sleep", {"seconds": 0.2}) for _ in range(500)))
+    assert all(job is not None for job in jobs)
+
+    async with worker_process(env, log) as first:
+        await eventually(at_least(runtime, "succeeded", 50), timeout=120, what="the first worker to get going")
+        assert await count(runtime, "processing") > 0, "the kill should hit jobs in flight"
+        os.kill(first.pid, signal.SIGKILL)
+        assert await first.wait() == -signal.SIGKILL
+    interrupted = await count(runtime, "processing")
+    assert 0 < interrupted <= PREFETCH
+
+    async with worker_process(env, log) as second:
+        await eventually(at_least(runtime, "succeeded", 500), timeout=180, what="all 500 jobs to succeed")
+        assert second.returncode is None
+
+    runs = await runtime.pool.fetch(
+        """SELECT job_id, count(*) FILTER (WHERE state = 'processing') AS runs
+             FROM job_states GROUP BY job_id"""
+    )
+    assert len(runs) == 500
+    rerun = [row["runs"] for row in runs if row["runs"] > 1]
+    assert all(row["runs"] >= 1 for row in runs)
+    # Only the jobs the killed worker was running ran again, once each: at most the prefetch.
+    assert len(rerun) == interrupted <= PREFETCH, f"log in {log}"
+    assert max(rerun) == 2
+    takeovers = await runtime.pool.fetchval(
+        "SELECT count(*) FROM job_states WHERE state = 'processing' AND reason LIKE 'taken over from %'"
+    )
+    assert takeovers == interrupted
+
