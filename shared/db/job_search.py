@@ -1,0 +1,277 @@
+"""Operator queries: find jobs (filter, search, keyset pages), count them, chart them, their children and emails.
+
+Every query here is shaped for an index of 0003_search.sql or 0001_jobs.sql; tests/integration/
+test_search_plan.py holds the plans to that on a large table.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from shared.db.jobs import Executor
+from shared.jobs import DELETABLE, REQUEUEABLE, JobState
+
+# Columns of a list row: everything but the potentially large traceback and result.
+LIST_COLUMNS = """id, kind, args, queue, service, priority, state, state_reason, attempt, max_attempts, run_at,
+    idempotency_key, recurring_id, fire_time, parent_id, worker, started_at, finished_at, published_at,
+    last_error, NULL::text AS last_traceback, NULL::jsonb AS result, created_at, updated_at"""
+
+MAX_PAGE = 500
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this module did not produce."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page ended: the (updated_at, id) of its last row; the next page starts strictly after."""
+
+    updated_at: datetime
+    id: uuid.UUID
+
+    def encode(self) -> str:
+        raw = f"{self.updated_at.isoformat()}|{self.id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            stamp, _, job_id = raw.partition("|")
+            updated_at = datetime.fromisoformat(stamp)
+            if updated_at.tzinfo is None:
+                raise ValueError("naive timestamp")
+            return cls(updated_at, uuid.UUID(job_id))
+        except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+            raise InvalidCursor(f"not a cursor from this api: {token!r}") from exc
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What an operator narrows the job list by; every field optional, all of them AND-ed."""
+
+    state: JobState | None = None
+    queue: str | None = None
+    kind: str | None = None
+    q: str | None = None  # substring of arguments (recipient, event id...) or error text, case-insensitive
+    since: datetime | None = None  # updated_at >= since
+    until: datetime | None = None  # updated_at < until
+
+    def where(self, params: list[Any]) -> str:
+        """SQL conditions for this filter, appending their values to `params`."""
+        conditions = ["TRUE"]
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        if self.state is not None:
+            conditions.append(f"state = {param(self.state.value)}")
+        if self.queue:
+            conditions.append(f"queue = {param(self.queue)}")
+        if self.kind:
+            conditions.append(f"kind = {param(self.kind)}")
+        if self.since is not None:
+            conditions.append(f"updated_at >= {param(self.since)}")
+        if self.until is not None:
+            conditions.append(f"updated_at < {param(self.until)}")
+        needle = (self.q or "").strip()
+        if needle:
+            # Same expression as jobs_search_trgm_idx; a pasted job id also finds the job itself.
+            matched = f"jobs_search_text(args, last_error) ILIKE {param(like_pattern(needle))}"
+            as_id = _as_uuid(needle)
+            if as_id is not None:
+                matched = f"({matched} OR id = {param(as_id)})"
+            conditions.append(matched)
+        return " AND ".join(conditions)
+
+
+@dataclass(frozen=True)
+class JobPage:
+    rows: list[asyncpg.Record]
+    next_cursor: str | None  # None on the last page
+
+
+def like_pattern(needle: str) -> str:
+    """`needle` as a literal substring pattern for ILIKE (its %, _ and backslashes escaped)."""
+    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _as_uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+def search_sql(job_filter: JobFilter, cursor: Cursor | None, limit: int) -> tuple[str, list[Any]]:
+    """The page query and its parameters (separate so the plan test EXPLAINs exactly what runs)."""
+    params: list[Any] = []
+    where = job_filter.where(params)
+    if cursor is not None:
+        params.extend([cursor.updated_at, cursor.id])
+        where += f" AND (updated_at, id) < (${len(params) - 1}, ${len(params)})"
+    params.append(limit)
+    sql = f"SELECT {LIST_COLUMNS} FROM jobs WHERE {where} ORDER BY updated_at DESC, id DESC LIMIT ${len(params)}"
+    return sql, params
+
+
+async def search_jobs(
+    executor: Executor, job_filter: JobFilter, *, limit: int = 50, cursor: str | None = None
+) -> JobPage:
+    """One page of jobs matching `job_filter`, newest change first; raises InvalidCursor for a foreign cursor."""
+    limit = max(1, min(limit, MAX_PAGE))
+    after = Cursor.decode(cursor) if cursor else None
+    sql, params = search_sql(job_filter, after, limit + 1)
+    rows = await executor.fetch(sql, *params)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = Cursor(rows[-1]["updated_at"], rows[-1]["id"]).encode() if more and rows else None
+    return JobPage(rows, next_cursor)
+
+
+async def matching_ids(executor: Executor, job_filter: JobFilter, limit: int) -> list[uuid.UUID]:
+    """Ids of up to `limit` jobs matching `job_filter` (for bulk actions), newest change first."""
+    params: list[Any] = []
+    where = job_filter.where(params)
+    params.append(limit)
+    rows = await executor.fetch(
+        f"SELECT id FROM jobs WHERE {where} ORDER BY updated_at DESC, id DESC LIMIT ${len(params)}", *params
+    )
+    return [row["id"] for row in rows]
+
+
+def counts_sql() -> str:
+    # One index-only count per state (jobs_state_idx) instead of a GROUP BY over the table.
+    return """SELECT s.state, (SELECT count(*) FROM jobs WHERE jobs.state = s.state) AS n
+                FROM unnest($1::text[]) AS s(state)"""
+
+
+async def counts_by_state(executor: Executor) -> dict[JobState, int]:
+    """How many jobs are in each state, every state present (zero when none)."""
+    rows = await executor.fetch(counts_sql(), [state.value for state in JobState])
+    return {JobState(row["state"]): int(row["n"]) for row in rows}
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    at: datetime  # start of the bucket
+    succeeded: int
+    failed: int
+
+
+async def _series(executor: Executor, unit: str, buckets: int) -> list[SeriesPoint]:
+    # Outcomes come from the history (job_states_created_idx), so a job that failed twice counts twice.
+    rows = await executor.fetch(
+        f"""WITH bounds AS (SELECT date_trunc('{unit}', now()) AS last),
+                 slots AS (SELECT generate_series(last - ($1 - 1) * interval '1 {unit}', last,
+                                                  interval '1 {unit}') AS at FROM bounds),
+                 outcomes AS (
+                     SELECT date_trunc('{unit}', created_at) AS at,
+                            count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+                            count(*) FILTER (WHERE state = 'failed') AS failed
+                       FROM job_states, bounds
+                      WHERE created_at >= last - ($1 - 1) * interval '1 {unit}'
+                        AND state IN ('succeeded', 'failed')
+                      GROUP BY 1)
+            SELECT slots.at, coalesce(succeeded, 0) AS succeeded, coalesce(failed, 0) AS failed
+              FROM slots LEFT JOIN outcomes USING (at)
+             ORDER BY slots.at""",
+        buckets,
+    )
+    return [SeriesPoint(row["at"], int(row["succeeded"]), int(row["failed"])) for row in rows]
+
+
+async def per_second(executor: Executor, seconds: int = 60) -> list[SeriesPoint]:
+    """Succeeded/failed outcomes per second over the last `seconds` seconds (current second last)."""
+    return await _series(executor, "second", seconds)
+
+
+async def per_hour(executor: Executor, hours: int = 24) -> list[SeriesPoint]:
+    """Succeeded/failed outcomes per hour over the last `hours` hours (24 for a day, 168 for a week)."""
+    return await _series(executor, "hour", hours)
+
+
+@dataclass(frozen=True)
+class Lateness:
+    kind: str
+    jobs: int
+    p50_seconds: float
+    p99_seconds: float
+
+
+async def lateness_by_kind(executor: Executor, window: timedelta = timedelta(hours=24)) -> list[Lateness]:
+    """How long after their run_at jobs first started, p50/p99 per kind, over jobs first started in `window`."""
+    rows = await executor.fetch(
+        """SELECT j.kind, count(*) AS jobs,
+                  percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (
+                      ORDER BY greatest(extract(epoch FROM s.created_at - j.run_at), 0)) AS p
+             FROM job_states s JOIN jobs j ON j.id = s.job_id
+            WHERE s.created_at >= now() - $1::interval AND s.state = 'processing' AND s.attempt = 1
+            GROUP BY j.kind
+            ORDER BY j.kind""",
+        window,
+    )
+    return [Lateness(row["kind"], int(row["jobs"]), float(row["p"][0]), float(row["p"][1])) for row in rows]
+
+
+async def children(executor: Executor, parent_id: uuid.UUID, *, limit: int = 100) -> list[asyncpg.Record]:
+    """Jobs this job enqueued (a reminder's fan-out), oldest first, at most `limit`."""
+    return await executor.fetch(
+        f"SELECT {LIST_COLUMNS} FROM jobs WHERE parent_id = $1 ORDER BY created_at, id LIMIT $2",
+        parent_id, limit,
+    )
+
+
+async def children_counts(executor: Executor, parent_id: uuid.UUID) -> dict[JobState, int]:
+    """How many of this job's children are in each state (only states that occur)."""
+    rows = await executor.fetch(
+        "SELECT state, count(*) AS n FROM jobs WHERE parent_id = $1 GROUP BY state", parent_id
+    )
+    return {JobState(row["state"]): int(row["n"]) for row in rows}
+
+
+async def job_emails(executor: Executor, job_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The audit rows of the emails this job sent or tried to send (Message-ID, status, SMTP reply)."""
+    return await executor.fetch("SELECT * FROM emails WHERE job_id = $1 ORDER BY created_at, id", job_id)
+
+
+async def requeue_jobs(executor: Executor, job_ids: Sequence[uuid.UUID], reason: str) -> list[asyncpg.Record]:
+    """Bulk operator requeue with the same guard and effect as shared.db.jobs.requeue; the rows moved."""
+    return await executor.fetch(
+        """UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL,
+                           published_at = NULL, run_at = least(run_at, now()), finished_at = NULL,
+                           updated_at = now()
+            WHERE id = ANY($1::uuid[]) AND state = ANY($3::text[])
+        RETURNING *""",
+        list(job_ids), reason, sorted(state.value for state in REQUEUEABLE),
+    )
+
+
+async def enqueue_scheduled_now(executor: Executor, job_id: uuid.UUID, reason: str) -> asyncpg.Record | None:
+    """A `scheduled` job moved to `enqueued` now, keeping its attempts; None if it is not scheduled."""
+    return await executor.fetchrow(
+        """UPDATE jobs SET state = 'enqueued', state_reason = $2, run_at = now(), published_at = NULL,
+                           updated_at = now()
+            WHERE id = $1 AND state = 'scheduled'
+        RETURNING *""",
+        job_id, reason,
+    )
+
+
+def deletable_states() -> list[str]:
+    return sorted(state.value for state in DELETABLE)
+
+
+def requeueable_states() -> list[str]:
+    return sorted(state.value for state in REQUEUEABLE)
