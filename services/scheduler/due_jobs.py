@@ -1,0 +1,146 @@
+"""Delayed jobs made runnable when due, and the outbox relay for publishes that never confirmed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import cast
+
+import asyncpg
+
+from services.scheduler.wakeup import wait_any
+from shared.db import jobs as job_queries
+from shared.messaging.broker import BrokerUnavailable
+from shared.messaging.envelope import Envelope
+from shared.worker import Runtime
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+# A timer that would fire sooner than this re-checks instead: it bounds polling when the
+# database's clock runs slightly behind ours and a due job is not due for Postgres yet.
+MIN_WAIT_SECONDS = 0.01
+# Errors that mean Postgres or RabbitMQ is away for now; the loops wait and go on.
+TRANSIENT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, BrokerUnavailable)
+
+
+@asynccontextmanager
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection typed as the Connection the named queries take."""
+    async with pool.acquire() as proxy:
+        yield cast(asyncpg.Connection, proxy)
+
+
+def _milliseconds(seconds: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
+    return {
+        "lateness_ms_p50": round(statistics.median(ordered) * 1000, 1),
+        "lateness_ms_max": round(ordered[-1] * 1000, 1),
+    }
+
+
+class DuePromoter:
+    """Moves due `scheduled` jobs to `enqueued` and publishes them; never before their run_at."""
+
+    def __init__(self, runtime: Runtime, woken: asyncio.Event, stop: asyncio.Event) -> None:
+        self.runtime = runtime
+        self.woken = woken
+        self.stop = stop
+        self.poll_seconds = runtime.settings.scheduler_poll_seconds
+
+    async def run(self) -> None:
+        while not self.stop.is_set():
+            self.woken.clear()
+            try:
+                await self.promote_all()
+                timeout = await self.time_to_next_due()
+            except TRANSIENT_ERRORS as exc:
+                log.warning("promoting due jobs failed; retrying", extra={"error": repr(exc)})
+                timeout = self.poll_seconds
+            await wait_any([self.woken, self.stop], timeout)
+
+    async def promote_all(self) -> int:
+        total = 0
+        while not self.stop.is_set():
+            started = datetime.now(UTC)
+            async with acquire(self.runtime.pool) as connection, connection.transaction():
+                rows = await job_queries.promote_due(connection, BATCH_SIZE)
+            if not rows:
+                break
+            total += len(rows)
+            # Published only after the promotion committed: a worker must find the row `enqueued`.
+            published = await self.runtime.client.publish(list(rows))
+            log.info("promoted due jobs", extra={
+                "count": len(rows), "published": published,
+                **_milliseconds([(started - row["run_at"]).total_seconds() for row in rows]),
+            })
+            if published < len(rows):
+                log.warning("broker unavailable; the outbox relay will publish the rest",
+                            extra={"unpublished": len(rows) - published})
+                break
+            if len(rows) < BATCH_SIZE:
+                break
+        return total
+
+    async def time_to_next_due(self) -> float:
+        next_due = await job_queries.next_due_time(self.runtime.pool)
+        if next_due is None:
+            return self.poll_seconds
+        until_due = (next_due - datetime.now(UTC)).total_seconds()
+        return min(self.poll_seconds, max(until_due, MIN_WAIT_SECONDS))
+
+
+class OutboxRelay:
+    """Publishes committed `enqueued` jobs whose publish never confirmed (crash, broker outage)."""
+
+    def __init__(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        self.runtime = runtime
+        self.stop = stop
+        self.grace_seconds = runtime.settings.outbox_grace_seconds
+        self.every_seconds = max(runtime.settings.scheduler_poll_seconds, 1.0)
+
+    async def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                await self.relay_all()
+            except TRANSIENT_ERRORS as exc:
+                log.warning("outbox relay round failed; retrying", extra={"error": repr(exc)})
+            await wait_any([self.stop], self.every_seconds)
+
+    async def relay_all(self) -> int:
+        total = 0
+        while not self.stop.is_set():
+            async with acquire(self.runtime.pool) as connection, connection.transaction():
+                rows = await job_queries.unpublished(connection, self.grace_seconds, BATCH_SIZE)
+                published = await self._publish_locked(connection, rows)
+            if rows:
+                log.info("outbox relay published jobs", extra={"count": published, "found": len(rows)})
+            total += published
+            if published < len(rows):
+                log.warning("broker unavailable; the relay tries again",
+                            extra={"unpublished": len(rows) - published})
+                break
+            if len(rows) < BATCH_SIZE:
+                break
+        return total
+
+    async def _publish_locked(self, connection: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> int:
+        # Marked published on the connection holding the row locks: another relay skips these rows
+        # until this transaction commits and then no longer sees them, so it never publishes them again.
+        # (JobClient.publish marks through the pool, which would wait on our own locks.)
+        published = []
+        for row in rows:
+            try:
+                await self.runtime.broker.publish_job(
+                    row["service"], Envelope(row["id"], row["kind"], row["attempt"]), row["priority"]
+                )
+            except BrokerUnavailable:
+                break
+            published.append(row["id"])
+        if published:
+            await job_queries.mark_published(connection, published)
+        return len(published)

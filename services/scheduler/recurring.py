@@ -1,0 +1,179 @@
+"""Recurring jobs from the recurring_jobs table, fired once per occurrence however many replicas run.
+
+Each occurrence is enqueued under the unique (recurring_id, fire_time): a replica that comes second
+gets None from enqueue and moves on. The misfire policy is applied when a definition is (re)loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from services.scheduler.cron import InvalidSchedule, MisfirePolicy, Schedule, catch_up, parse_cron
+from services.scheduler.due_jobs import TRANSIENT_ERRORS, acquire
+from services.scheduler.wakeup import wait_any
+from shared.db import recurring as recurring_queries
+from shared.registry import InvalidJobArguments, UnknownJobKind
+from shared.worker import Runtime
+
+log = logging.getLogger(__name__)
+
+# Definitions are re-read this often even without a notification (one may have been lost).
+REFRESH_SECONDS = 60.0
+ERROR_BACKOFF_SECONDS = 2.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Entry:
+    """One enabled definition as scheduled in this process."""
+
+    id: str
+    kind: str
+    args: dict[str, Any]
+    signature: tuple[Any, ...]
+    schedule: Schedule
+    upcoming: datetime | None  # the next regular occurrence
+    pending: deque[datetime] = field(default_factory=deque)  # catch-up runs decided by the misfire policy
+
+    def next_fire(self) -> datetime | None:
+        return self.pending[0] if self.pending else self.upcoming
+
+    def fired(self, fire_time: datetime) -> None:
+        if self.pending and self.pending[0] == fire_time:
+            self.pending.popleft()
+        else:
+            self.upcoming = self.schedule.next_after(fire_time)
+
+
+def signature_of(row: asyncpg.Record) -> tuple[Any, ...]:
+    return (row["kind"], json.dumps(row["args"], sort_keys=True), row["cron"], row["timezone"],
+            row["misfire_policy"], row["misfire_grace_seconds"], row["enabled"])
+
+
+class RecurringScheduler:
+    # AsyncIOScheduler's executor does not hand a job its scheduled fire time, which the unique
+    # (recurring_id, fire_time) key needs, so the CronTriggers are driven from this loop instead.
+
+    def __init__(self, runtime: Runtime, changed: asyncio.Event, stop: asyncio.Event,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.runtime = runtime
+        self.changed = changed
+        self.stop = stop
+        self.clock = clock
+        self.entries: dict[str, Entry] = {}
+        self.rejected: dict[str, tuple[Any, ...]] = {}  # definitions already reported as unusable
+
+    async def run(self) -> None:
+        reload_all = True  # at start, and after an outage, every definition gets the misfire policy
+        next_refresh = 0.0
+        while not self.stop.is_set():
+            try:
+                if reload_all or self.changed.is_set() or time.monotonic() >= next_refresh:
+                    self.changed.clear()
+                    await self.reload(reload_all=reload_all)
+                    reload_all = False
+                    next_refresh = time.monotonic() + REFRESH_SECONDS
+                await self.fire_due()
+                timeout = min(self.seconds_to_next_fire(), next_refresh - time.monotonic())
+            except TRANSIENT_ERRORS as exc:
+                log.warning("recurring jobs: database or broker unavailable; reloading when back",
+                            extra={"error": repr(exc)})
+                reload_all = True
+                timeout = ERROR_BACKOFF_SECONDS
+            await wait_any([self.changed, self.stop], timeout)
+
+    async def reload(self, *, reload_all: bool) -> None:
+        rows = await recurring_queries.list_definitions(self.runtime.pool)
+        now = self.clock()
+        entries: dict[str, Entry] = {}
+        for row in rows:
+            signature = signature_of(row)
+            current = self.entries.get(row["id"])
+            if current is not None and current.signature == signature and not reload_all:
+                entries[row["id"]] = current  # unchanged: keep its place in the schedule
+                continue
+            if not row["enabled"]:
+                if current is not None:
+                    log.info("recurring job paused", extra={"recurring_id": row["id"]})
+                continue
+            entry = self._load(row, signature, now)
+            if entry is not None:
+                entries[row["id"]] = entry
+        for removed in self.entries.keys() - {row["id"] for row in rows}:
+            log.info("recurring job removed", extra={"recurring_id": removed})
+        self.entries = entries
+
+    def _load(self, row: asyncpg.Record, signature: tuple[Any, ...], now: datetime) -> Entry | None:
+        timezone = row["timezone"] or self.runtime.settings.scheduler_timezone
+        try:
+            schedule = parse_cron(row["cron"], timezone)
+            _, args = self.runtime.registry.validate(row["kind"], row["args"])
+        except (InvalidSchedule, UnknownJobKind, InvalidJobArguments) as exc:
+            if self.rejected.get(row["id"]) != signature:
+                log.error("recurring job cannot be scheduled", extra={"recurring_id": row["id"], "error": str(exc)})
+                self.rejected[row["id"]] = signature
+            return None
+        self.rejected.pop(row["id"], None)
+        policy = MisfirePolicy(row["misfire_policy"])
+        plan = catch_up(schedule, policy, last_fire_time=row["last_fire_time"], now=now,
+                        grace_seconds=row["misfire_grace_seconds"])
+        entry = Entry(row["id"], row["kind"], args, signature, schedule, upcoming=schedule.next_after(now),
+                      pending=deque(plan.runs))
+        log.info("recurring job scheduled", extra={
+            "recurring_id": entry.id, "cron": row["cron"], "timezone": timezone, "misfire_policy": policy.value,
+            "last_fire_time": row["last_fire_time"], "missed": plan.missed, "catch_up_runs": len(plan.runs),
+            "next_fire_time": entry.next_fire(),
+        })
+        return entry
+
+    async def fire_due(self) -> None:
+        for entry in list(self.entries.values()):
+            while not self.stop.is_set():
+                fire_time = entry.next_fire()
+                if fire_time is None or fire_time > self.clock():
+                    break
+                if not await self.fire(entry, fire_time):
+                    self.entries.pop(entry.id, None)
+                    break
+                entry.fired(fire_time)
+
+    async def fire(self, entry: Entry, fire_time: datetime) -> bool:
+        """Enqueue one occurrence; False when the definition can no longer be enqueued at all."""
+        client = self.runtime.client
+        try:
+            async with acquire(self.runtime.pool) as connection, client.transaction(connection):
+                job = await client.enqueue(entry.kind, entry.args, recurring_id=entry.id, fire_time=fire_time,
+                                           connection=connection)
+                if job is not None:
+                    await recurring_queries.record_fire(connection, entry.id, fire_time, job.id)
+        except (UnknownJobKind, InvalidJobArguments) as exc:
+            log.error("recurring job cannot be enqueued", extra={"recurring_id": entry.id, "error": str(exc)})
+            return False
+        if job is None:
+            log.debug("occurrence already fired by another scheduler",
+                      extra={"recurring_id": entry.id, "fire_time": fire_time})
+        else:
+            log.info("recurring job fired", extra={
+                "recurring_id": entry.id, "fire_time": fire_time, "job_id": str(job.id),
+                "lateness_ms": round((self.clock() - fire_time).total_seconds() * 1000, 1),
+            })
+        return True
+
+    def seconds_to_next_fire(self) -> float:
+        upcoming = [fire for entry in self.entries.values() if (fire := entry.next_fire()) is not None]
+        if not upcoming:
+            return REFRESH_SECONDS
+        return max((min(upcoming) - self.clock()).total_seconds(), 0.0)
