@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+
+from services.api.typedefs import SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +47,53 @@ def validation_error(error: ValidationError, prefix: str = "") -> ApiError:
     return ApiError(422, "validation_error", f"invalid fields: {fields}", details)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def unstorable_strings(value: Any, path: str = "") -> list[dict[str, str]]:
+    """Strings Postgres cannot hold: NUL characters and lone surrogates (not encodable as UTF-8).
+
+    Checked for every body, query and path value so they are a 422 naming the field, not a 500 from the driver.
+    """
+    found: list[dict[str, str]] = []
+    if isinstance(value, str):
+        if "\x00" in value:
+            found.append({"field": path or "body", "message": "must not contain NUL characters"})
+        else:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                found.append({"field": path or "body", "message": "must be valid Unicode (no lone surrogates)"})
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found += unstorable_strings(key, f"{path}.{key}" if path else str(key))
+            found += unstorable_strings(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += unstorable_strings(item, f"{path}.{index}" if path else str(index))
+    return found
+
+
+def refuse_unstorable(value: Any, path: str = "") -> None:
+    details = unstorable_strings(value, path)
+    if details:
+        fields = ", ".join(detail["field"] for detail in details)
+        raise ApiError(422, "validation_error", f"invalid fields: {fields}", details)
+
+
 async def parse_body(request: web.Request, model: type[M]) -> M:
     """The request body as `model`: 400 for malformed JSON, 422 naming each bad field."""
     raw = await request.read()
     try:
-        data = json.loads(raw or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(raw or b"null", parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}",
                        [{"field": "body", "message": str(exc)}]) from None
     if not isinstance(data, dict):
         raise ApiError(422, "validation_error", "request body must be a JSON object",
                        [{"field": "body", "message": "must be a JSON object"}])
+    refuse_unstorable(data)
     try:
         return model.model_validate(data)
     except ValidationError as error:
@@ -62,10 +101,21 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
 
 
 def parse_query(request: web.Request, model: type[M]) -> M:
+    query = dict(request.query)
+    refuse_unstorable(query, "query")
     try:
-        return model.model_validate(dict(request.query))
+        return model.model_validate(query)
     except ValidationError as error:
         raise validation_error(error, "query.") from None
+
+
+def path_uuid(request: web.Request, name: str, what: str) -> uuid.UUID:
+    """A uuid path parameter; anything else cannot name an existing resource, so it is a 404."""
+    try:
+        return uuid.UUID(request.match_info[name])
+    except ValueError:
+        raise ApiError(404, "not_found", f"no {what} with this id",
+                       [{"field": name, "message": "not a uuid"}]) from None
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,12 +127,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as error:
         return error_response(error.status, error.code, error.message, error.details)
-    except web.HTTPRequestEntityTooLarge as error:
-        return error_response(413, "payload_too_large", error.text or "request body is too large")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes if SETTINGS in request.app else None
+        return error_response(413, "payload_too_large", f"request body is larger than {limit} bytes",
+                              [{"field": "body", "message": f"at most {limit} bytes"}])
     except web.HTTPException as error:
         if error.status < 400 or error.content_type != "text/plain" or request.path.startswith("/jobs"):
             raise
-        return error_response(error.status, error.reason.lower().replace(" ", "_"), error.reason)
+        response = error_response(error.status, error.reason.lower().replace(" ", "_"), error.reason)
+        if "Allow" in error.headers:  # a 405 must still say which methods are allowed
+            response.headers["Allow"] = error.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         return error_response(500, "internal_error", "internal server error")

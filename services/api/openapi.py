@@ -38,6 +38,23 @@ class Operation:
     responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
     content_type: str = "application/json"
+    headers: tuple[HeaderParam, ...] = ()
+    path_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HeaderParam:
+    """An optional request header the operation reads, e.g. Idempotency-Key."""
+
+    name: str
+    description: str
+    max_length: int = 200
+
+
+IDEMPOTENCY_KEY = HeaderParam(
+    "Idempotency-Key", "Repeating a request with the same key returns the first result instead of acting twice."
+)
+UUID_PATH = {"type": "string", "format": "uuid"}
 
 
 class ApiRoutes:
@@ -51,10 +68,11 @@ class ApiRoutes:
     def route(
         self, method: str, path: str, *, summary: str, body: type[BaseModel] | None = None,
         query: type[BaseModel] | None = None, responses: dict[int, type[BaseModel] | None] | None = None,
-        errors: Iterable[int] = (), content_type: str = "application/json",
+        errors: Iterable[int] = (), content_type: str = "application/json", headers: Iterable[HeaderParam] = (),
+        path_schemas: dict[str, dict[str, Any]] | None = None,
     ) -> Callable[[Handler], Handler]:
         operation = Operation(method.upper(), path, summary, self.tag, body, query, responses or {200: None},
-                              tuple(errors), content_type)
+                              tuple(errors), content_type, tuple(headers), path_schemas or {})
 
         def register(handler: Handler) -> Handler:
             self.operations.append(operation)
@@ -92,8 +110,14 @@ def openapi_document(operations: Iterable[Operation], *, title: str, version: st
     for operation in operations:
         path = _PATH_PARAM.sub(r"{\1}", operation.path)
         parameters: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True,
+             "schema": operation.path_schemas.get(name, {"type": "string"})}
             for name in _PATH_PARAM.findall(operation.path)
+        ]
+        parameters += [
+            {"name": header.name, "in": "header", "required": False, "description": header.description,
+             "schema": {"type": "string", "minLength": 1, "maxLength": header.max_length}}
+            for header in operation.headers
         ]
         if operation.query is not None:
             query_schema = schemas[operation.query.__name__]

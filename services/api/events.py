@@ -1,0 +1,302 @@
+"""/api/events: events that schedule their own reminder jobs, in the same transaction as the event."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import asyncpg
+from aiohttp import web
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from services.api.errors import ApiError, parse_body, parse_query, path_uuid
+from services.api.metrics import count_enqueued
+from services.api.openapi import IDEMPOTENCY_KEY, UUID_PATH, ApiRoutes
+from services.api.transactions import write_transaction
+from services.api.typedefs import RUNTIME
+from shared.client import JobClient
+from shared.db import events as event_queries
+from shared.db import jobs as job_queries
+from shared.kinds import HeaderText
+
+routes = ApiRoutes("events")
+
+# The jobs an event schedules, and how long before its start each runs.
+EVENT_SCHEDULE = (("event.reminder", timedelta(days=1)), ("event.starting_soon", timedelta(minutes=30)))
+# Far enough from datetime's limits that start - 1 day and every offset stay representable.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def in_utc(value: datetime) -> datetime:
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(f"must be between {EARLIEST.date()} and {LATEST.date()}")
+    return value.astimezone(UTC)
+
+
+EventTime = Annotated[AwareDatetime, AfterValidator(in_utc)]  # naive times are refused: no guessing a zone
+Title = Annotated[HeaderText, Field(max_length=200)]  # it goes into reminder subjects
+Description = Annotated[str, Field(max_length=10_000)]
+Location = Annotated[str, Field(max_length=500)]
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: Title
+    description: Description | None = None
+    location: Location | None = None
+    starts_at: EventTime
+    ends_at: EventTime | None = None
+
+    @field_validator("ends_at")
+    @classmethod
+    def _ends_after_start(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        starts_at = info.data.get("starts_at")
+        if value is not None and starts_at is not None and value < starts_at:
+            raise ValueError("must not be before starts_at")
+        return value
+
+
+class EventPatch(BaseModel):
+    """Only the fields sent change; `null` clears description, location or ends_at."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Title | None = None
+    description: Description | None = None
+    location: Location | None = None
+    starts_at: EventTime | None = None
+    ends_at: EventTime | None = None
+
+    @field_validator("title", "starts_at")
+    @classmethod
+    def _required_if_sent(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be left out but not set to null")
+        return value
+
+
+class EventJobOut(BaseModel):
+    id: uuid.UUID
+    kind: str
+    state: str
+    run_at: datetime
+
+
+class EventOut(BaseModel):
+    id: uuid.UUID
+    title: str
+    description: str | None
+    location: str | None
+    starts_at: datetime
+    ends_at: datetime | None
+    cancelled_at: datetime | None
+    archived_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    scheduled_jobs: list[EventJobOut] = Field(description="the reminder jobs of the event that are not deleted")
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class EventListQuery(BaseModel):
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    cursor: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    kind: str
+    run_at: datetime
+    idempotency_key: str
+
+
+def plan_jobs(event_id: uuid.UUID, starts_at: datetime, revision: int, now: datetime) -> list[PlannedJob]:
+    """The jobs an event starting at `starts_at` still needs; a time already past is skipped.
+
+    The keys derive from (event, kind, start, revision): a retried write finds the job it made
+    instead of adding one, and a move back to an earlier start (new revision) is not mistaken for it.
+    """
+    start = starts_at.astimezone(UTC).isoformat()
+    return [
+        PlannedJob(kind, starts_at - before, f"event:{event_id}:{kind}:{start}:r{revision}")
+        for kind, before in EVENT_SCHEDULE
+        if starts_at - before > now
+    ]
+
+
+async def schedule_jobs(client: JobClient, connection: asyncpg.Connection, event: asyncpg.Record) -> list[str]:
+    """Write the event's jobs in the caller's transaction; returns the kinds newly created."""
+    created = []
+    for planned in plan_jobs(event["id"], event["starts_at"], event["schedule_revision"], datetime.now(UTC)):
+        job = await client.enqueue(planned.kind, {"event_id": str(event["id"])}, run_at=planned.run_at,
+                                   idempotency_key=planned.idempotency_key, connection=connection)
+        if job is not None and job.created:
+            created.append(job.kind)
+    return created
+
+
+async def delete_pending_jobs(connection: asyncpg.Connection, event_id: uuid.UUID, reason: str) -> None:
+    pending = await event_queries.pending_event_jobs(connection, event_id)
+    if pending:
+        await job_queries.delete(connection, pending, reason)
+
+
+async def render(executor: asyncpg.Pool | asyncpg.Connection, rows: list[asyncpg.Record]) -> list[EventOut]:
+    jobs = await event_queries.event_jobs(executor, [row["id"] for row in rows])
+    by_event: dict[uuid.UUID, list[EventJobOut]] = {}
+    for job in jobs:
+        by_event.setdefault(job["event_id"], []).append(EventJobOut.model_validate(dict(job)))
+    return [
+        EventOut.model_validate({**{name: row[name] for name in EventOut.model_fields if name in row.keys()},
+                                 "scheduled_jobs": by_event.get(row["id"], [])})
+        for row in rows
+    ]
+
+
+def event_response(event: EventOut, status: int = 200) -> web.Response:
+    return web.json_response(event.model_dump(mode="json"), status=status)
+
+
+def idempotency_key_from(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY.max_length:
+        raise ApiError(422, "validation_error", "invalid header Idempotency-Key", [
+            {"field": "Idempotency-Key", "message": f"must be 1 to {IDEMPOTENCY_KEY.max_length} characters"}])
+    return key
+
+
+def encode_cursor(row: asyncpg.Record) -> str:
+    return base64.urlsafe_b64encode(f"{row['starts_at'].isoformat()}|{row['id']}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        starts_at, _, event_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        after = datetime.fromisoformat(starts_at), uuid.UUID(event_id)
+    except (ValueError, binascii.Error, UnicodeError):
+        after = None
+    if after is None or after[0].tzinfo is None:
+        raise ApiError(422, "validation_error", "invalid query parameter cursor",
+                       [{"field": "query.cursor", "message": "is not a cursor this API returned"}])
+    return after
+
+
+def refuse_if_closed(event: asyncpg.Record, action: str) -> None:
+    for column, word in (("cancelled_at", "cancelled"), ("archived_at", "archived")):
+        if event[column] is not None:
+            raise ApiError(409, f"event_{word}", f"cannot {action}: the event is {word}",
+                           [{"field": "event_id", "message": f"the event is {word}"}])
+
+
+@routes.post("/api/events", summary="Create an event and schedule its reminders", body=EventIn,
+             responses={201: EventOut, 200: EventOut}, errors=(400, 409, 413, 422), headers=[IDEMPOTENCY_KEY])
+async def create_event(request: web.Request) -> web.Response:
+    body = await parse_body(request, EventIn)
+    key = idempotency_key_from(request)
+    fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest() if key else None
+    runtime = request.app[RUNTIME]
+    created: list[str] = []
+    replayed = False
+    async with write_transaction(runtime) as connection:
+        row = await event_queries.insert_event(connection, uuid.uuid4(), body.model_dump(),
+                                               idempotency_key=key, fingerprint=fingerprint)
+        if row is None:  # the key was used before: a retry gets the first answer, other content a 409
+            assert key is not None
+            row = await event_queries.find_by_idempotency_key(connection, key)
+            if row is None or row["request_fingerprint"] != fingerprint:
+                raise ApiError(409, "idempotency_conflict",
+                               "this Idempotency-Key was used for an event with other content",
+                               [{"field": "Idempotency-Key", "message": "already used with other content"}])
+            replayed = True
+        else:
+            created = await schedule_jobs(runtime.client, connection, row)
+    for kind in created:
+        count_enqueued(request.app, kind)
+    [event] = await render(runtime.pool, [row])
+    return event_response(event, 200 if replayed else 201)
+
+
+@routes.get("/api/events", summary="Events by start time, a page at a time", query=EventListQuery,
+            responses={200: EventPage}, errors=(422,))
+async def list_events(request: web.Request) -> web.Response:
+    query = parse_query(request, EventListQuery)
+    after = decode_cursor(query.cursor) if query.cursor else None
+    pool = request.app[RUNTIME].pool
+    rows = await event_queries.list_events(pool, after=after, limit=query.limit + 1)
+    page, more = rows[: query.limit], len(rows) > query.limit
+    result = EventPage(items=await render(pool, page), next_cursor=encode_cursor(page[-1]) if more else None)
+    return web.json_response(result.model_dump(mode="json"))
+
+
+@routes.get("/api/events/{event_id}", summary="An event with its scheduled jobs", responses={200: EventOut},
+            errors=(404,), path_schemas={"event_id": UUID_PATH})
+async def get_event(request: web.Request) -> web.Response:
+    event_id = path_uuid(request, "event_id", "event")
+    pool = request.app[RUNTIME].pool
+    row = await event_queries.get_event(pool, event_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"no event {event_id}")
+    [event] = await render(pool, [row])
+    return event_response(event)
+
+
+@routes.patch("/api/events/{event_id}", summary="Edit an event; moving its start reschedules its reminders",
+              body=EventPatch, responses={200: EventOut}, errors=(400, 404, 409, 413, 422),
+              path_schemas={"event_id": UUID_PATH})
+async def patch_event(request: web.Request) -> web.Response:
+    event_id = path_uuid(request, "event_id", "event")
+    changes = (await parse_body(request, EventPatch)).model_dump(exclude_unset=True)
+    runtime = request.app[RUNTIME]
+    created: list[str] = []
+    async with write_transaction(runtime) as connection:
+        row = await event_queries.lock_event(connection, event_id)
+        if row is None:
+            raise ApiError(404, "not_found", f"no event {event_id}")
+        refuse_if_closed(row, "edit it")
+        starts_at, ends_at = changes.get("starts_at", row["starts_at"]), changes.get("ends_at", row["ends_at"])
+        if ends_at is not None and ends_at < starts_at:
+            field = "ends_at" if "ends_at" in changes else "starts_at"
+            raise ApiError(422, "validation_error", f"invalid fields: {field}",
+                           [{"field": field, "message": "ends_at must not be before starts_at"}])
+        moved = starts_at != row["starts_at"]
+        if moved:
+            await delete_pending_jobs(connection, event_id,
+                                      f"event moved from {row['starts_at'].isoformat()} to {starts_at.isoformat()}")
+        if changes:
+            row = await event_queries.update_event(connection, event_id, changes, reschedule=moved)
+        if moved:
+            created = await schedule_jobs(runtime.client, connection, row)
+    for kind in created:
+        count_enqueued(request.app, kind)
+    [event] = await render(runtime.pool, [row])
+    return event_response(event)
+
+
+@routes.post("/api/events/{event_id}/cancel", summary="Cancel an event and delete its pending reminders",
+             responses={200: EventOut}, errors=(404, 409), path_schemas={"event_id": UUID_PATH})
+async def cancel_event(request: web.Request) -> web.Response:
+    event_id = path_uuid(request, "event_id", "event")
+    runtime = request.app[RUNTIME]
+    async with write_transaction(runtime) as connection:
+        row = await event_queries.lock_event(connection, event_id)
+        if row is None:
+            raise ApiError(404, "not_found", f"no event {event_id}")
+        if row["archived_at"] is not None:
+            refuse_if_closed(row, "cancel it")
+        if row["cancelled_at"] is None:  # cancelling twice is not an error: the second changes nothing
+            await delete_pending_jobs(connection, event_id, "event cancelled")
+            row = await event_queries.cancel_event(connection, event_id)
+    [event] = await render(runtime.pool, [row])
+    return event_response(event)

@@ -1,0 +1,58 @@
+"""/api/users: sign-up, which sends the welcome email."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from aiohttp import web
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from services.api.errors import ApiError, parse_body
+from services.api.metrics import count_enqueued
+from services.api.openapi import ApiRoutes
+from services.api.transactions import write_transaction
+from services.api.typedefs import RUNTIME
+from shared.db import users as user_queries
+from shared.kinds import EmailAddress, HeaderText
+
+routes = ApiRoutes("users")
+
+
+def normalise_email(value: str) -> str:
+    """Addresses compare case-insensitively in practice; one spelling per person keeps `unique` meaningful."""
+    return value.lower()
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Annotated[EmailAddress, AfterValidator(normalise_email)]
+    name: HeaderText  # it becomes the display name in the welcome email's To: header
+
+
+class UserOut(BaseModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    created_at: datetime
+    welcome_job_id: uuid.UUID | None = None
+
+
+@routes.post("/api/users", summary="Sign a user up and send the welcome email", body=UserIn,
+             responses={201: UserOut}, errors=(400, 409, 413, 422))
+async def create_user(request: web.Request) -> web.Response:
+    body = await parse_body(request, UserIn)
+    runtime = request.app[RUNTIME]
+    async with write_transaction(runtime) as connection:
+        row = await user_queries.insert_user(connection, uuid.uuid4(), body.email, body.name)
+        if row is None:
+            raise ApiError(409, "conflict", f"a user with email {body.email!r} exists",
+                           [{"field": "email", "message": "is already registered"}])
+        job = await runtime.client.enqueue("email.welcome", {"email": body.email, "name": body.name},
+                                           connection=connection)
+    assert job is not None
+    count_enqueued(request.app, job.kind)
+    user = UserOut.model_validate({**dict(row), "welcome_job_id": job.id})
+    return web.json_response(user.model_dump(mode="json"), status=201)

@@ -1,0 +1,23 @@
+"""Named queries on users."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+Executor = asyncpg.Connection | asyncpg.Pool
+
+
+async def insert_user(executor: Executor, user_id: uuid.UUID, email: str, name: str) -> asyncpg.Record | None:
+    """The new row, or None when the email is taken."""
+    return await executor.fetchrow(
+        """INSERT INTO users (id, email, name) VALUES ($1, $2, $3)
+           ON CONFLICT (email) DO NOTHING
+           RETURNING *""",
+        user_id, email, name,
+    )
+
+
+async def get_user(executor: Executor, user_id: uuid.UUID) -> asyncpg.Record | None:
+    return await executor.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
