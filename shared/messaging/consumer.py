@@ -101,6 +101,7 @@ class Consumer:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._inflight: dict[asyncio.Task[Any], uuid.UUID | None] = {}
+        self._running: dict[uuid.UUID, asyncio.Task[Any]] = {}
 
     @property
     def inflight(self) -> int:
@@ -132,9 +133,16 @@ class Consumer:
             await self._channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # aiormq cancels its delivery callbacks when their channel closes, as on a dropped
+        # connection. The job runs in a task of our own so a network blip does not interrupt a
+        # handler that can still commit its outcome; the redelivered copy then finds it finished.
+        work = asyncio.create_task(self._handle(message))
+        self._inflight[work] = None
+        await asyncio.shield(work)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._inflight[task] = None
         try:
             async with self._slots:
                 outcome = await self._process(message, task)
@@ -150,7 +158,9 @@ class Consumer:
             outcome = Outcome.REQUEUE
             await asyncio.sleep(1)  # a database outage should not turn into a hot redelivery loop
         finally:
-            self._inflight.pop(task, None)
+            job_id = self._inflight.pop(task, None)
+            if job_id is not None and self._running.get(job_id) is task:
+                del self._running[job_id]
         await self._settle(message, outcome)
 
     async def _settle(self, message: AbstractIncomingMessage, outcome: Outcome) -> None:
@@ -170,6 +180,12 @@ class Consumer:
         except PoisonMessage as poison:
             return Outcome.ACK if await self._park(message.body, str(poison), {}) else Outcome.REQUEUE
 
+        earlier = self._running.get(envelope.job_id)
+        if earlier is not None:
+            # A redelivery of a job still running here (its channel closed under it): let that
+            # run finish first, so the job is not executed twice at once; the claim then sees
+            # its outcome.
+            await asyncio.wait({earlier})
         row = await job_queries.claim(
             self.pool, envelope.job_id, self.worker_id,
             redelivered=bool(message.redelivered), dead_after_seconds=self.dead_after_seconds,
@@ -182,6 +198,7 @@ class Consumer:
             log.info("skipped delivery", extra={"job_id": str(envelope.job_id), "state": state})
             return Outcome.ACK
         self._inflight[task] = row["id"]
+        self._running[row["id"]] = task
         return await self._run(row, message.body)
 
     async def _run(self, row: asyncpg.Record, body: bytes) -> Outcome:

@@ -1,0 +1,110 @@
+"""RabbitMQ unreachable for 5 s while 1,000 jobs are enqueued and consumed: nothing lost, nobody exits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from shared.db import jobs as job_queries
+from shared.worker import Runtime, open_runtime, run_worker
+from tests.support.environment import TestEnvironment
+from tests.support.kinds import TEST_HANDLERS, TEST_SERVICE, test_registry
+from tests.support.proxy import TcpProxy
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.timeout(300)
+log = logging.getLogger(__name__)
+
+OUTAGE_SECONDS = 5.0
+
+
+@asynccontextmanager
+async def proxy_for(url: str) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy.for_url(url)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+
+
+@asynccontextmanager
+async def stand_in_relay(runtime: Runtime, grace_seconds: float) -> AsyncIterator[list[int]]:
+    """What the scheduler's outbox relay does in production: publish committed rows never confirmed."""
+    published: list[int] = []
+
+    async def relay_forever() -> None:
+        while True:
+            async with runtime.pool.acquire() as connection, connection.transaction():
+                rows = await job_queries.unpublished(connection, grace_seconds, 500)
+            if rows:
+                published.append(await runtime.client.publish(rows))
+            await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(relay_forever())
+    try:
+        yield published
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def enqueue_jobs(runtime: Runtime, count: int) -> None:
+    # Short sleeps rather than no-ops, so the worker holds a backlog and jobs in flight when the link drops.
+    for start in range(0, count, 50):
+        jobs = await asyncio.gather(
+            *(runtime.client.enqueue("test.sleep", {"seconds": 0.05}) for _ in range(start, min(start + 50, count)))
+        )
+        assert all(job is not None for job in jobs)
+
+
+async def test_a_5s_broker_outage_delays_jobs_but_loses_none(env: TestEnvironment) -> None:
+    async with proxy_for(env.amqp_url) as proxy:
+        settings = env.settings(amqp_url=proxy.url(env.amqp_url), outbox_grace_seconds=1.0)
+        stop = asyncio.Event()
+        worker = asyncio.create_task(
+            run_worker(settings, stop, service=TEST_SERVICE, registry=test_registry(),
+                       handlers=TEST_HANDLERS, default_concurrency=20)
+        )
+        try:
+            async with open_runtime(settings, test_registry()) as runtime, \
+                    stand_in_relay(runtime, settings.outbox_grace_seconds) as relayed:
+                await enqueue_jobs(runtime, 400)
+
+                in_flight_at_cut = await runtime.pool.fetchval(
+                    "SELECT count(*) FROM jobs WHERE state IN ('enqueued', 'processing')"
+                )
+                await proxy.cut()
+                outage = asyncio.create_task(asyncio.sleep(OUTAGE_SECONDS))
+                await enqueue_jobs(runtime, 200)  # every publish here fails; the rows wait
+                await outage
+                unpublished_during_outage = await runtime.pool.fetchval(
+                    "SELECT count(*) FROM jobs WHERE published_at IS NULL"
+                )
+                await proxy.restore()
+
+                await enqueue_jobs(runtime, 400)
+
+                async def all_succeeded() -> bool:
+                    count = await runtime.pool.fetchval("SELECT count(*) FROM jobs WHERE state = 'succeeded'")
+                    assert not worker.done(), "the worker exited"
+                    return bool(count == 1000)
+
+                await eventually(all_succeeded, timeout=180, what="all 1,000 jobs to succeed")
+                assert await runtime.pool.fetchval("SELECT count(*) FROM jobs") == 1000
+                assert in_flight_at_cut > 0, "the outage should hit jobs waiting or running"
+                assert unpublished_during_outage >= 200
+                assert sum(relayed) >= 200, "the enqueue calls made during the outage were published by the relay"
+                assert await runtime.pool.fetchval("SELECT count(*) FROM jobs WHERE published_at IS NULL") == 0
+                assert proxy.connections_accepted >= 4  # both processes reconnected after the outage
+                assert runtime.broker.is_connected
+            assert not worker.done()
+        finally:
+            stop.set()
+            await asyncio.wait_for(worker, 60)
