@@ -6,11 +6,23 @@ import uuid
 
 from aiohttp import web
 
-from services.api.errors import ApiError, parse_body
+from services.api import operations
+from services.api.errors import ApiError, parse_body, parse_query
 from services.api.openapi import ApiRoutes
-from services.api.schemas import JobDetailOut, JobLogOut, JobOut, JobRequest, JobStateOut
+from services.api.schemas import (
+    BulkJobsRequest,
+    BulkResultOut,
+    JobDetailOut,
+    JobListOut,
+    JobListQuery,
+    JobLogOut,
+    JobOut,
+    JobRequest,
+    JobStateOut,
+)
 from services.api.typedefs import RUNTIME
 from shared.client import IdempotencyConflict
+from shared.db import job_search
 from shared.db import jobs as job_queries
 from shared.registry import InvalidJobArguments, UnknownJobKind
 
@@ -71,3 +83,80 @@ async def get_job(request: web.Request) -> web.Response:
         }
     )
     return web.json_response(detail.model_dump(mode="json"))
+
+
+@routes.get("/api/jobs", summary="Jobs by state, queue and kind, searched over the whole history, newest first",
+            query=JobListQuery, responses={200: JobListOut}, errors=(401, 422))
+async def list_jobs(request: web.Request) -> web.Response:
+    query = parse_query(request, JobListQuery)
+    job_filter = job_search.JobFilter(state=query.state, queue=query.queue, kind=query.kind, q=query.q,
+                                      since=query.since, until=query.until)
+    try:
+        page = await job_search.search_jobs(request.app[RUNTIME].pool, job_filter, limit=query.limit,
+                                            cursor=query.cursor)
+    except job_search.InvalidCursor as error:
+        details = [{"field": "query.cursor", "message": str(error)}]
+        raise ApiError(422, "validation_error", str(error), details) from None
+    body = JobListOut(items=[JobOut.from_row(row) for row in page.rows], next_cursor=page.next_cursor)
+    return web.json_response(body.model_dump(mode="json"))
+
+
+async def _job_out(request: web.Request, job_id: uuid.UUID) -> web.Response:
+    row = await job_queries.get_job(request.app[RUNTIME].pool, job_id)
+    if row is None:  # removed by retention between the action and this read
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    return web.json_response(JobOut.from_row(row).model_dump(mode="json"))
+
+
+@routes.post("/api/jobs/{job_id}/requeue", summary="Requeue a job with a fresh attempt budget",
+             responses={200: JobOut}, errors=(401, 403, 404, 409))
+async def requeue_job(request: web.Request) -> web.Response:
+    job_id = job_id_from(request)
+    await operations.requeue_job(request.app[RUNTIME], job_id)
+    return await _job_out(request, job_id)
+
+
+@routes.post("/api/jobs/{job_id}/delete", summary="Delete a job (kept in the history as deleted)",
+             responses={200: JobOut}, errors=(401, 403, 404, 409))
+async def delete_job(request: web.Request) -> web.Response:
+    job_id = job_id_from(request)
+    await operations.delete_job(request.app[RUNTIME], job_id)
+    return await _job_out(request, job_id)
+
+
+@routes.post("/api/jobs/{job_id}/enqueue", summary="Run a scheduled job now instead of at its run_at",
+             responses={200: JobOut}, errors=(401, 403, 404, 409))
+async def enqueue_now(request: web.Request) -> web.Response:
+    job_id = job_id_from(request)
+    await operations.enqueue_now(request.app[RUNTIME], job_id)
+    return await _job_out(request, job_id)
+
+
+def _bulk_filter(body: BulkJobsRequest) -> job_search.JobFilter:
+    return job_search.JobFilter(state=body.state, queue=body.queue, kind=body.kind, q=body.q)
+
+
+@routes.post("/api/jobs/bulk-requeue", summary="Requeue jobs by ids, or every job matching a filter with a state",
+             body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 422))
+async def bulk_requeue(request: web.Request) -> web.Response:
+    body = await parse_body(request, BulkJobsRequest)
+    runtime = request.app[RUNTIME]
+    if body.ids is not None:
+        result = await operations.requeue_jobs(runtime, body.ids)
+    else:
+        result = await operations.requeue_matching(runtime, _bulk_filter(body), body.limit)
+    out = BulkResultOut(changed=len(result.changed), skipped=result.skipped, ids=result.changed)
+    return web.json_response(out.model_dump(mode="json"))
+
+
+@routes.post("/api/jobs/bulk-delete", summary="Delete jobs by ids, or every job matching a filter with a state",
+             body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 422))
+async def bulk_delete(request: web.Request) -> web.Response:
+    body = await parse_body(request, BulkJobsRequest)
+    runtime = request.app[RUNTIME]
+    if body.ids is not None:
+        result = await operations.delete_jobs(runtime, body.ids)
+    else:
+        result = await operations.delete_matching(runtime, _bulk_filter(body), body.limit)
+    out = BulkResultOut(changed=len(result.changed), skipped=result.skipped, ids=result.changed)
+    return web.json_response(out.model_dump(mode="json"))

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from shared.jobs import JobState, QueueClass
 
@@ -73,3 +73,138 @@ class JobDetailOut(JobOut):
     last_traceback: str | None = None
     history: list[JobStateOut] = []
     logs: list[JobLogOut] = []
+
+
+# Operator endpoints: job lists and actions, recurring jobs, stats, servers, queues.
+
+
+class JobListQuery(BaseModel):
+    state: JobState | None = None
+    queue: QueueClass | None = None
+    kind: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    q: Annotated[str, Field(max_length=200, description="substring of arguments or error text")] | None = None
+    since: AwareDatetime | None = Field(None, description="updated at or after")
+    until: AwareDatetime | None = Field(None, description="updated before")
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+    cursor: Annotated[str, Field(max_length=200, description="next_cursor of the previous page")] | None = None
+
+
+class JobListOut(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last page")
+
+
+class BulkJobsRequest(BaseModel):
+    """Either explicit ids, or a filter that must name a state (no accidental "everything")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=10_000)] | None = None
+    state: JobState | None = None
+    queue: QueueClass | None = None
+    kind: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    q: Annotated[str, Field(max_length=200)] | None = None
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 10_000
+
+    @model_validator(mode="after")
+    def _ids_or_state(self) -> BulkJobsRequest:
+        if self.ids is None and self.state is None:
+            raise ValueError("give ids, or a filter with a state")
+        if self.ids is not None and any(value is not None for value in (self.state, self.queue, self.kind, self.q)):
+            raise ValueError("give ids or a filter, not both")
+        return self
+
+
+class BulkResultOut(BaseModel):
+    changed: int
+    skipped: int
+    ids: list[uuid.UUID]
+
+
+class RecurringOut(BaseModel):
+    id: str
+    kind: str
+    args: dict[str, Any]
+    cron: str
+    timezone: str
+    misfire_policy: str
+    enabled: bool
+    next_run: datetime | None
+    last_fire_time: datetime | None
+    last_job_id: uuid.UUID | None
+    last_job_state: JobState | None
+    last_run_at: datetime | None
+    schedule_error: str | None
+
+
+class RecurringListOut(RootModel[list[RecurringOut]]):
+    pass
+
+
+class RecurringPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cron: Annotated[str, Field(min_length=1, max_length=200,
+                               description="5 crontab fields, or 6 with a leading seconds field")] | None = None
+    timezone: Annotated[str, Field(min_length=1, max_length=100, description="IANA time zone")] | None = None
+    enabled: bool | None = None
+
+
+class StatsOut(BaseModel):
+    enqueued: int
+    scheduled: int
+    processing: int
+    succeeded: int
+    failed: int
+    deleted: int
+    retrying: int
+    servers: int = Field(description="processes heartbeating now")
+
+
+class ServerOut(BaseModel):
+    id: str
+    service: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    started_at: datetime
+    last_heartbeat: datetime
+    dead: bool
+
+
+class ServerListOut(RootModel[list[ServerOut]]):
+    pass
+
+
+class QueueOut(BaseModel):
+    name: str
+    role: str = Field(description="work, delay or dead")
+    messages: int
+    ready: int
+    unacknowledged: int
+    consumers: int
+    publish_rate: float
+    deliver_rate: float
+    ack_rate: float
+
+
+class QueuesOut(BaseModel):
+    available: bool
+    note: str | None = None
+    management_url: str
+    queues: list[QueueOut]
+
+
+class ParkedMessageOut(BaseModel):
+    reason: str | None
+    job_id: str | None
+    kind: str | None
+    service: str | None
+    payload: str
+
+
+class ParkedMessagesOut(BaseModel):
+    available: bool
+    note: str | None = None
+    messages: list[ParkedMessageOut]

@@ -1,0 +1,245 @@
+"""Operator actions on jobs and recurring jobs, shared by the JSON API and the dashboard's forms.
+
+Each action changes Postgres first (guarded by the state machine), then publishes what became
+`enqueued`; a publish that does not confirm is left to the outbox relay. Failures are ApiErrors
+(404 unknown, 409 wrong state, 422 bad value naming the field) that both callers can show as they are.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+
+from services.api.errors import ApiError
+from services.scheduler.cron import InvalidSchedule, Schedule, parse_cron
+from shared.client import EnqueuedJob
+from shared.db import job_search
+from shared.db import jobs as job_queries
+from shared.jobs import DELETABLE, REQUEUEABLE, JobState
+from shared.registry import InvalidJobArguments, UnknownJobKind
+from shared.worker import Runtime
+
+BULK_CHUNK = 500
+BULK_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    changed: list[uuid.UUID]  # jobs the action moved
+    skipped: int  # selected jobs whose state did not allow it (or that no longer exist)
+
+
+class NotFound(ApiError):
+    def __init__(self, what: str, field: str) -> None:
+        super().__init__(404, "not_found", f"no {what}", [{"field": field, "message": "not found"}])
+
+
+class StateConflict(ApiError):
+    def __init__(self, job_id: uuid.UUID, state: str, action: str, allowed: Sequence[str]) -> None:
+        message = f"job {job_id} is {state}; {action} needs one of: {', '.join(allowed)}"
+        super().__init__(409, "invalid_state", message, [{"field": "state", "message": message}])
+
+
+class InvalidValue(ApiError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(422, "validation_error", f"invalid fields: {field}", [{"field": field, "message": message}])
+
+
+async def _conflict_or_missing(runtime: Runtime, job_id: uuid.UUID, action: str, allowed: Sequence[str]) -> ApiError:
+    state = await job_queries.job_state(runtime.pool, job_id)
+    if state is None:
+        return NotFound(f"job {job_id}", "job_id")
+    return StateConflict(job_id, state, action, allowed)
+
+
+async def requeue_job(runtime: Runtime, job_id: uuid.UUID, reason: str = "requeued by operator") -> asyncpg.Record:
+    """Requeue one job with a fresh attempt budget and publish it; 404 unknown, 409 not requeueable."""
+    row = await job_queries.requeue(runtime.pool, job_id, reason)
+    if row is None:
+        raise await _conflict_or_missing(runtime, job_id, "requeue", sorted(REQUEUEABLE))
+    await runtime.client.publish([row])
+    return row
+
+
+async def delete_job(runtime: Runtime, job_id: uuid.UUID, reason: str = "deleted by operator") -> None:
+    """Delete one job (it stays in the history as `deleted`); 404 unknown, 409 when it is processing."""
+    if not await job_queries.delete(runtime.pool, [job_id], reason):
+        raise await _conflict_or_missing(runtime, job_id, "delete", sorted(DELETABLE))
+
+
+async def enqueue_now(runtime: Runtime, job_id: uuid.UUID, reason: str = "enqueued now by operator") -> asyncpg.Record:
+    """Run a `scheduled` job now instead of at its run_at; 404 unknown, 409 when not scheduled."""
+    row = await job_search.enqueue_scheduled_now(runtime.pool, job_id, reason)
+    if row is None:
+        raise await _conflict_or_missing(runtime, job_id, "enqueue now", [JobState.SCHEDULED.value])
+    await runtime.client.publish([row])
+    return row
+
+
+async def requeue_jobs(
+    runtime: Runtime, job_ids: Sequence[uuid.UUID], reason: str = "requeued by operator"
+) -> BulkResult:
+    """Requeue many jobs by id; those in a state that forbids it are counted as skipped."""
+    changed: list[uuid.UUID] = []
+    ids = list(dict.fromkeys(job_ids))
+    for start in range(0, len(ids), BULK_CHUNK):
+        rows = await job_search.requeue_jobs(runtime.pool, ids[start:start + BULK_CHUNK], reason)
+        await runtime.client.publish(list(rows))
+        changed.extend(row["id"] for row in rows)
+    return BulkResult(changed, len(ids) - len(changed))
+
+
+async def delete_jobs(
+    runtime: Runtime, job_ids: Sequence[uuid.UUID], reason: str = "deleted by operator"
+) -> BulkResult:
+    """Delete many jobs by id; those in a state that forbids it are counted as skipped."""
+    changed: list[uuid.UUID] = []
+    ids = list(dict.fromkeys(job_ids))
+    for start in range(0, len(ids), BULK_CHUNK):
+        rows = await job_queries.delete(runtime.pool, ids[start:start + BULK_CHUNK], reason)
+        changed.extend(row["id"] for row in rows)
+    return BulkResult(changed, len(ids) - len(changed))
+
+
+async def requeue_matching(
+    runtime: Runtime, job_filter: job_search.JobFilter, limit: int = BULK_LIMIT, reason: str = "requeued by operator"
+) -> BulkResult:
+    """Requeue up to `limit` jobs matching the filter (the dashboard's "requeue all failed")."""
+    return await requeue_jobs(runtime, await job_search.matching_ids(runtime.pool, job_filter, limit), reason)
+
+
+async def delete_matching(
+    runtime: Runtime, job_filter: job_search.JobFilter, limit: int = BULK_LIMIT, reason: str = "deleted by operator"
+) -> BulkResult:
+    """Delete up to `limit` jobs matching the filter (the dashboard's "delete all failed")."""
+    return await delete_jobs(runtime, await job_search.matching_ids(runtime.pool, job_filter, limit), reason)
+
+
+# Recurring jobs
+
+
+@dataclass(frozen=True)
+class RecurringView:
+    """A recurring job as operators see it: its definition, its next occurrence and its latest job."""
+
+    id: str
+    kind: str
+    args: dict[str, Any]
+    cron: str
+    timezone: str
+    misfire_policy: str
+    enabled: bool
+    next_run: datetime | None  # None while paused, or when the stored schedule is invalid
+    last_fire_time: datetime | None  # the scheduler's latest occurrence
+    last_job_id: uuid.UUID | None  # the latest job of this recurring job, scheduled or triggered
+    last_job_state: str | None
+    last_run_at: datetime | None  # when that latest job was created
+    schedule_error: str | None  # why next_run is missing although enabled
+
+
+RECURRING_SQL = """
+    SELECT r.id, r.kind, r.args, r.cron, r.timezone, r.misfire_policy, r.enabled, r.last_fire_time,
+           coalesce(latest.id, r.last_job_id) AS last_job_id, latest.state AS last_job_state,
+           latest.created_at AS last_run_at
+      FROM recurring_jobs r
+      LEFT JOIN LATERAL (SELECT id, state, created_at FROM jobs
+                          WHERE jobs.recurring_id = r.id
+                          ORDER BY created_at DESC LIMIT 1) AS latest ON TRUE"""
+
+
+def check_timezone(timezone: str, field: str = "timezone") -> ZoneInfo:
+    """The IANA zone named `timezone`, or a 422 naming `field`."""
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidValue(field, f"unknown IANA time zone {timezone!r}") from None
+
+
+def check_schedule(cron: str, timezone: str, field: str = "cron") -> Schedule:
+    """The schedule for 5 crontab fields (or 6, seconds first) in `timezone`, or a 422 naming `field`."""
+    check_timezone(timezone)
+    try:
+        schedule = parse_cron(cron, timezone)
+    except (InvalidSchedule, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        raise InvalidValue(field, str(exc) or f"invalid cron expression {cron!r}") from None
+    if schedule.next_after(datetime.now(UTC)) is None:
+        raise InvalidValue(field, f"cron expression {cron!r} never fires")
+    return schedule
+
+
+def _view(row: asyncpg.Record, now: datetime) -> RecurringView:
+    next_run: datetime | None = None
+    error: str | None = None
+    if row["enabled"]:
+        try:
+            next_run = parse_cron(row["cron"], row["timezone"]).next_after(now)
+        except (InvalidSchedule, ValueError) as exc:
+            error = str(exc)
+    return RecurringView(
+        id=row["id"], kind=row["kind"], args=row["args"], cron=row["cron"], timezone=row["timezone"],
+        misfire_policy=row["misfire_policy"], enabled=row["enabled"], next_run=next_run,
+        last_fire_time=row["last_fire_time"], last_job_id=row["last_job_id"], last_job_state=row["last_job_state"],
+        last_run_at=row["last_run_at"], schedule_error=error,
+    )
+
+
+async def list_recurring(runtime: Runtime) -> list[RecurringView]:
+    """Every recurring job by id, with its next run computed in its own time zone."""
+    now = datetime.now(UTC)
+    return [_view(row, now) for row in await runtime.pool.fetch(RECURRING_SQL + " ORDER BY r.id")]
+
+
+async def get_recurring(runtime: Runtime, recurring_id: str) -> RecurringView:
+    """One recurring job; 404 when there is none with this id."""
+    row = await runtime.pool.fetchrow(RECURRING_SQL + " WHERE r.id = $1", recurring_id)
+    if row is None:
+        raise NotFound(f"recurring job {recurring_id!r}", "recurring_id")
+    return _view(row, datetime.now(UTC))
+
+
+async def trigger_recurring(runtime: Runtime, recurring_id: str) -> EnqueuedJob:
+    """Enqueue one run now, outside the schedule (fire_time NULL, so it never collides with an occurrence)."""
+    row = await runtime.pool.fetchrow("SELECT kind, args FROM recurring_jobs WHERE id = $1", recurring_id)
+    if row is None:
+        raise NotFound(f"recurring job {recurring_id!r}", "recurring_id")
+    try:
+        job = await runtime.client.enqueue(row["kind"], row["args"], recurring_id=recurring_id)
+    except (UnknownJobKind, InvalidJobArguments) as exc:
+        raise ApiError(409, "cannot_trigger", f"recurring job {recurring_id!r} cannot run here: {exc}",
+                       [{"field": "kind", "message": str(exc)}]) from None
+    assert job is not None  # fire_time NULL never collides
+    return job
+
+
+async def update_recurring(
+    runtime: Runtime, recurring_id: str, *, cron: str | None = None, timezone: str | None = None,
+    enabled: bool | None = None,
+) -> RecurringView:
+    """Change cron, time zone and/or enabled (pause/resume); the schedulers pick it up by NOTIFY."""
+    current = await runtime.pool.fetchrow("SELECT cron, timezone FROM recurring_jobs WHERE id = $1", recurring_id)
+    if current is None:
+        raise NotFound(f"recurring job {recurring_id!r}", "recurring_id")
+    if timezone is not None:
+        check_timezone(timezone)
+    if cron is not None or timezone is not None:
+        check_schedule(cron if cron is not None else current["cron"],
+                       timezone if timezone is not None else current["timezone"],
+                       field="cron" if cron is not None else "timezone")
+    await runtime.pool.execute(
+        """UPDATE recurring_jobs SET cron = coalesce($2, cron), timezone = coalesce($3, timezone),
+                                     enabled = coalesce($4, enabled), updated_at = now()
+            WHERE id = $1""",
+        recurring_id, cron, timezone, enabled,
+    )
+    return await get_recurring(runtime, recurring_id)
+
+
+async def set_recurring_enabled(runtime: Runtime, recurring_id: str, enabled: bool) -> RecurringView:
+    """Pause (False) or resume (True) a recurring job."""
+    return await update_recurring(runtime, recurring_id, enabled=enabled)

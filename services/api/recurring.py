@@ -1,0 +1,49 @@
+"""/api/recurring: list recurring jobs with their next and last run, trigger one now, pause, resume, edit."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from aiohttp import web
+
+from services.api import operations
+from services.api.errors import parse_body
+from services.api.openapi import ApiRoutes
+from services.api.schemas import JobOut, RecurringListOut, RecurringOut, RecurringPatch
+from services.api.typedefs import RUNTIME
+from shared.db import jobs as job_queries
+
+routes = ApiRoutes("recurring")
+
+
+def recurring_out(view: operations.RecurringView) -> RecurringOut:
+    return RecurringOut.model_validate(asdict(view))
+
+
+@routes.get("/api/recurring", summary="Recurring jobs: cron, time zone, next and last run",
+            responses={200: RecurringListOut}, errors=(401,))
+async def list_recurring(request: web.Request) -> web.Response:
+    views = await operations.list_recurring(request.app[RUNTIME])
+    body = RecurringListOut([recurring_out(view) for view in views])
+    return web.json_response(body.model_dump(mode="json"))
+
+
+@routes.post("/api/recurring/{recurring_id}/trigger", summary="Enqueue one run of a recurring job now",
+             responses={202: JobOut}, errors=(401, 403, 404, 409))
+async def trigger(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    job = await operations.trigger_recurring(runtime, request.match_info["recurring_id"])
+    row = await job_queries.get_job(runtime.pool, job.id)
+    assert row is not None
+    return web.json_response(JobOut.from_row(row).model_dump(mode="json"), status=202)
+
+
+@routes.patch("/api/recurring/{recurring_id}", summary="Edit cron or time zone, pause or resume a recurring job",
+              body=RecurringPatch, responses={200: RecurringOut}, errors=(400, 401, 403, 404, 422))
+async def patch(request: web.Request) -> web.Response:
+    body = await parse_body(request, RecurringPatch)
+    view = await operations.update_recurring(
+        request.app[RUNTIME], request.match_info["recurring_id"], cron=body.cron, timezone=body.timezone,
+        enabled=body.enabled,
+    )
+    return web.json_response(recurring_out(view).model_dump(mode="json"))
