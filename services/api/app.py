@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.api import docs, events, health, jobs, metrics, participants, users
+from services.api import docs, events, health, jobs, metrics, participants, recurring, system, users
 from services.api.auth import auth_middleware
 from services.api.errors import error_middleware
 from services.api.openapi import ApiRoutes, openapi_document
@@ -31,7 +31,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app.cleanup_ctx.append(runtime_ctx)
     metrics.install(app)
     api_routes: list[ApiRoutes] = [health.routes, jobs.routes, users.routes, events.routes, participants.routes,
-                                   metrics.routes, docs.routes]
+                                   metrics.routes, docs.routes, recurring.routes, system.routes]
     for group in api_routes:
         app.add_routes(group.table)
     document = openapi_document(
