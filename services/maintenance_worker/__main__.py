@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.maintenance_worker.handlers import HANDLERS
+from services.maintenance_worker.handlers import build_handlers
 from shared.kinds import MAINTENANCE_SERVICE, platform_registry
 from shared.lifecycle import run_service
 from shared.settings import Settings
@@ -12,8 +12,8 @@ from shared.worker import run_worker
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
-    await run_worker(settings, stop, service=MAINTENANCE_SERVICE, registry=platform_registry(), handlers=HANDLERS,
-                     default_concurrency=2)
+    await run_worker(settings, stop, service=MAINTENANCE_SERVICE, registry=platform_registry(),
+                     handlers=build_handlers(settings), default_concurrency=2)
 
 
 if __name__ == "__main__":
