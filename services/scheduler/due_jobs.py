@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import cast
 
+import aio_pika
 import asyncpg
 
 from services.scheduler.wakeup import wait_any
@@ -26,6 +27,9 @@ BATCH_SIZE = 500
 MIN_WAIT_SECONDS = 0.01
 # Errors that mean Postgres or RabbitMQ is away for now; the loops wait and go on.
 TRANSIENT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, BrokerUnavailable)
+# Anything else is a bug or a bad row: logged with its traceback, and the loop goes on after a pause
+# rather than taking the whole scheduler (and the other loops) down with it.
+UNEXPECTED_ERROR_PAUSE_SECONDS = 5.0
 
 
 @asynccontextmanager
@@ -61,6 +65,9 @@ class DuePromoter:
             except TRANSIENT_ERRORS as exc:
                 log.warning("promoting due jobs failed; retrying", extra={"error": repr(exc)})
                 timeout = self.poll_seconds
+            except Exception:
+                log.exception("promoting due jobs failed unexpectedly; retrying")
+                timeout = UNEXPECTED_ERROR_PAUSE_SECONDS
             await wait_any([self.woken, self.stop], timeout)
 
     async def promote_all(self) -> int:
@@ -105,42 +112,57 @@ class OutboxRelay:
 
     async def run(self) -> None:
         while not self.stop.is_set():
+            pause = self.every_seconds
             try:
                 await self.relay_all()
             except TRANSIENT_ERRORS as exc:
                 log.warning("outbox relay round failed; retrying", extra={"error": repr(exc)})
-            await wait_any([self.stop], self.every_seconds)
+            except Exception:
+                log.exception("outbox relay round failed unexpectedly; retrying")
+                pause = UNEXPECTED_ERROR_PAUSE_SECONDS
+            await wait_any([self.stop], pause)
 
     async def relay_all(self) -> int:
         total = 0
         while not self.stop.is_set():
             async with acquire(self.runtime.pool) as connection, connection.transaction():
                 rows = await job_queries.unpublished(connection, self.grace_seconds, BATCH_SIZE)
-                published = await self._publish_locked(connection, rows)
+                published, broker_down = await self._publish_locked(connection, rows)
             if rows:
                 log.info("outbox relay published jobs", extra={"count": published, "found": len(rows)})
             total += published
-            if published < len(rows):
+            if broker_down:
                 log.warning("broker unavailable; the relay tries again",
                             extra={"unpublished": len(rows) - published})
                 break
-            if len(rows) < BATCH_SIZE:
+            if len(rows) < BATCH_SIZE or published == 0:
                 break
         return total
 
-    async def _publish_locked(self, connection: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> int:
+    async def _publish_locked(
+        self, connection: asyncpg.Connection, rows: Sequence[asyncpg.Record]
+    ) -> tuple[int, bool]:
+        """How many rows were published, and whether the broker went away before the end."""
         # Marked published on the connection holding the row locks: another relay skips these rows
         # until this transaction commits and then no longer sees them, so it never publishes them again.
         # (JobClient.publish marks through the pool, which would wait on our own locks.)
         published = []
+        broker_down = False
         for row in rows:
             try:
                 await self.runtime.broker.publish_job(
                     row["service"], Envelope(row["id"], row["kind"], row["attempt"]), row["priority"]
                 )
             except BrokerUnavailable:
+                broker_down = True
                 break
+            except aio_pika.exceptions.DeliveryError as exc:
+                # No queue takes this service's messages (no process declared it): the row stays for a
+                # later round instead of blocking the rows behind it.
+                log.error("job unroutable; left unpublished",
+                          extra={"job_id": str(row["id"]), "service": row["service"], "error": repr(exc)})
+                continue
             published.append(row["id"])
         if published:
             await job_queries.mark_published(connection, published)
-        return len(published)
+        return len(published), broker_down

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from services.scheduler.cron import InvalidSchedule, MisfirePolicy, Schedule, catch_up, parse_cron
-from services.scheduler.due_jobs import TRANSIENT_ERRORS, acquire
+from services.scheduler.due_jobs import TRANSIENT_ERRORS, UNEXPECTED_ERROR_PAUSE_SECONDS, acquire
 from services.scheduler.wakeup import wait_any
 from shared.db import recurring as recurring_queries
 from shared.registry import InvalidJobArguments, UnknownJobKind
@@ -93,6 +93,10 @@ class RecurringScheduler:
                             extra={"error": repr(exc)})
                 reload_all = True
                 timeout = ERROR_BACKOFF_SECONDS
+            except Exception:
+                log.exception("recurring jobs: unexpected error; reloading the definitions")
+                reload_all = True
+                timeout = UNEXPECTED_ERROR_PAUSE_SECONDS
             await wait_any([self.changed, self.stop], timeout)
 
     async def reload(self, *, reload_all: bool) -> None:

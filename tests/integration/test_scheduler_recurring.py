@@ -130,7 +130,7 @@ async def test_misfire_policy_after_the_scheduler_missed_three_occurrences(
     await eventually(ready, timeout=60, what="the scheduler to load the recurring definitions")
 
     # One occurrence the scheduler fires, then three it misses while stopped; the next is a minute later.
-    begin = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    begin = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
     occurrences = [begin, *(begin + timedelta(seconds=offset) for offset in (6, 7, 8))]
     cron = ",".join(str(moment.second) for moment in occurrences) + " * * * * *"
     policies = ("fire_once", "skip", "fire_all")
