@@ -16,7 +16,7 @@ from shared.registry import Registry
 from shared.settings import Settings
 from shared.worker import open_runtime
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("services.scheduler")  # not "__main__" when run with -m
 
 SERVICE = "scheduler"
 
