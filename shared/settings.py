@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     api_token: str | None = None
     api_read_only_token: str | None = None
     dashboard_read_only: bool = False
+    session_secret: str | None = None  # signs dashboard sessions and CSRF tokens; random per process if unset
     max_body_bytes: int = Field(1_048_576, ge=1024)
 
     retry_attempts: int = Field(3, ge=1, le=100)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.api import docs, events, health, jobs, metrics, participants, recurring, system, users
+from services.api import dashboard, docs, events, health, jobs, metrics, participants, recurring, system, users
 from services.api.auth import auth_middleware
 from services.api.errors import error_middleware
 from services.api.openapi import ApiRoutes, openapi_document
@@ -42,4 +42,5 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         return web.json_response(document)
 
     app.router.add_get("/api/openapi.json", openapi_json)
+    dashboard.setup(app)
     return app

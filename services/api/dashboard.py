@@ -1,0 +1,161 @@
+"""/jobs: the operators' dashboard. Overview, job lists with search, and the job page; see also
+dashboard_system.py (recurring, queues, servers), dashboard_actions.py (every POST) and auth.py."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from services.api import auth
+from services.api import dashboard_format as fmt
+from services.api.dashboard_filters import parse_filter
+from services.api.dashboard_render import STATE_ORDER, html_errors, render, render_login
+from services.api.typedefs import RUNTIME
+from shared.db import job_search
+from shared.db import jobs as job_queries
+from shared.db import servers as server_queries
+from shared.jobs import DELETABLE, FINAL_STATES, REQUEUEABLE, JobState, QueueClass
+from shared.lifecycle import dead_after
+
+STATIC = Path(__file__).parent / "static" / "dashboard"
+PAGE_SIZE = 50
+REALTIME_SECONDS = 60
+
+routes = web.RouteTableDef()
+
+
+def setup(app: web.Application) -> None:
+    """Everything the dashboard adds to the api application."""
+    from services.api import dashboard_actions, dashboard_system
+
+    auth.install(app)
+    app.middlewares.append(html_errors)
+    app.add_routes(routes)
+    app.add_routes(dashboard_system.routes)
+    app.add_routes(dashboard_actions.routes)
+    app.router.add_static("/jobs/static/", STATIC, name="dashboard_static", append_version=True)
+
+
+def static_url(request: web.Request, filename: str) -> str:
+    return str(request.app.router["dashboard_static"].url_for(filename=filename))
+
+
+def chart_points(series: list[job_search.SeriesPoint]) -> list[tuple[datetime, int, int]]:
+    return [(point.at, point.succeeded, point.failed) for point in series]
+
+
+@routes.get("/jobs")
+async def overview(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    pool = runtime.pool
+    counts = await job_search.counts_by_state(pool)
+    servers = await server_queries.list_servers(pool, dead_after(runtime.settings))
+    day = await job_search.per_hour(pool, 24)
+    week = await job_search.per_hour(pool, 24 * 7)
+    realtime = await job_search.per_second(pool, REALTIME_SECONDS)
+    return render(
+        request, "overview.html", nav="overview",
+        counts={state.value: counts.get(state, 0) for state in STATE_ORDER},
+        servers_alive=sum(1 for server in servers if not server["dead"]),
+        servers_dead=sum(1 for server in servers if server["dead"]),
+        day=fmt.chart(chart_points(day), label_every=3),
+        week=fmt.chart(chart_points(week), label_every=24, label_format="%a %d"),
+        realtime=fmt.chart(chart_points(realtime), label_every=10, label_format="%H:%M:%S", height=140),
+        lateness=await job_search.lateness_by_kind(pool),
+        script=static_url(request, "realtime.js"),
+    )
+
+
+@routes.get("/jobs/realtime.json")
+async def realtime_json(request: web.Request) -> web.Response:
+    """What the overview's graph polls every 2 s: outcomes per second and the counts by state."""
+    runtime = request.app[RUNTIME]
+    series = await job_search.per_second(runtime.pool, REALTIME_SECONDS)
+    counts = await job_search.counts_by_state(runtime.pool)
+    servers = await server_queries.list_servers(runtime.pool, dead_after(runtime.settings))
+    return web.json_response(
+        {
+            "counts": {state.value: counts.get(state, 0) for state in STATE_ORDER},
+            "servers_alive": sum(1 for server in servers if not server["dead"]),
+            "series": [{"at": point.at.isoformat(), "succeeded": point.succeeded, "failed": point.failed}
+                       for point in series],
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@routes.get("/jobs/list")
+async def job_list(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    parsed = parse_filter(request.query, datetime.now(UTC))
+    cursor = request.query.get("cursor") or None
+    page = job_search.JobPage([], None)
+    errors = dict(parsed.errors)
+    if not errors:
+        try:
+            page = await job_search.search_jobs(runtime.pool, parsed.job_filter, limit=PAGE_SIZE, cursor=cursor)
+        except job_search.InvalidCursor:
+            errors["cursor"] = "this page link is not valid any more; start from the newest"
+    counts = await job_search.counts_by_state(runtime.pool)
+    state = parsed.job_filter.state
+    kinds = sorted({kind.name for kind in runtime.registry} | ({parsed.values["kind"]} - {""}))
+    return render(
+        request, "jobs.html", nav="jobs", status=422 if errors else 200,
+        filter=parsed, errors=errors, rows=page.rows, next_cursor=page.next_cursor, first_page=cursor is None,
+        counts={s.value: counts.get(s, 0) for s in STATE_ORDER}, state=state.value if state else "",
+        kinds=kinds, queues=[queue.value for queue in QueueClass],
+        bulk=state in (JobState.FAILED, JobState.SUCCEEDED, JobState.DELETED, JobState.SCHEDULED),
+        requeueable={s.value for s in REQUEUEABLE}, deletable={s.value for s in DELETABLE},
+    )
+
+
+def job_id_from(request: web.Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info["job_id"])
+    except ValueError:
+        raise web.HTTPNotFound(reason="no job with this id") from None
+
+
+@routes.get("/jobs/job/{job_id}")
+async def job_page(request: web.Request) -> web.Response:
+    pool = request.app[RUNTIME].pool
+    job_id = job_id_from(request)
+    row = await job_queries.get_job(pool, job_id)
+    if row is None:
+        raise web.HTTPNotFound(reason=f"no job {job_id}")
+    steps = fmt.timeline(await job_queries.job_history(pool, job_id))
+    parent = await job_queries.get_job(pool, row["parent_id"]) if row["parent_id"] else None
+    state = JobState(row["state"])
+    return render(
+        request, "job.html", nav="jobs",
+        job=row, args=fmt.redact(row["args"]), steps=steps, attempts=fmt.failed_attempts(steps),
+        logs=await job_queries.job_logs(pool, job_id), emails=await job_search.job_emails(pool, job_id),
+        parent=parent, children=await job_search.children(pool, job_id),
+        children_counts={s.value: n for s, n in (await job_search.children_counts(pool, job_id)).items()},
+        can_requeue=state in REQUEUEABLE, can_delete=state in DELETABLE, can_enqueue_now=state is JobState.SCHEDULED,
+        live=state not in FINAL_STATES and state is not JobState.SCHEDULED,
+        script=static_url(request, "job.js"),
+    )
+
+
+@routes.get("/jobs/job/{job_id}/state.json")
+async def job_state_json(request: web.Request) -> web.Response:
+    """The job page polls this while the job is moving and reloads when the state changes."""
+    job_id = job_id_from(request)
+    row = await job_queries.get_job(request.app[RUNTIME].pool, job_id)
+    if row is None:
+        raise web.HTTPNotFound(reason=f"no job {job_id}")
+    body: dict[str, Any] = {"state": row["state"], "attempt": row["attempt"],
+                            "updated_at": row["updated_at"].isoformat()}
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+@routes.get("/jobs/login")
+async def login_page(request: web.Request) -> web.StreamResponse:
+    if not auth.tokens_configured(request.app[RUNTIME].settings):
+        raise web.HTTPSeeOther("/jobs")
+    return render_login(request, next_path=request.query.get("next", "/jobs"))

@@ -1,0 +1,145 @@
+"""Every POST of the dashboard: job actions, bulk actions, recurring jobs, login and logout.
+
+auth.py has already checked the Origin, the CSRF token and the role before any of these run.
+Each action answers 303 to a page (post/redirect/get), so a reload never repeats it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from services.api import auth, operations
+from services.api.dashboard import job_id_from
+from services.api.dashboard_filters import parse_filter
+from services.api.dashboard_render import render_login, safe_next
+from services.api.dashboard_system import render_recurring
+from services.api.errors import ApiError
+from services.api.typedefs import RUNTIME, SETTINGS
+
+routes = web.RouteTableDef()
+REASON = "from the dashboard"
+
+
+def see_other(path: str, **query: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": f"{path}?{urlencode(query)}" if query else path})
+
+
+@routes.post("/jobs/job/{job_id}/requeue")
+async def requeue(request: web.Request) -> web.StreamResponse:
+    job_id = job_id_from(request)
+    await operations.requeue_job(request.app[RUNTIME], job_id, f"requeued {REASON}")
+    return see_other(f"/jobs/job/{job_id}", done="requeued")
+
+
+@routes.post("/jobs/job/{job_id}/delete")
+async def delete(request: web.Request) -> web.StreamResponse:
+    job_id = job_id_from(request)
+    await operations.delete_job(request.app[RUNTIME], job_id, f"deleted {REASON}")
+    return see_other(f"/jobs/job/{job_id}", done="deleted")
+
+
+@routes.post("/jobs/job/{job_id}/enqueue")
+async def enqueue_now(request: web.Request) -> web.StreamResponse:
+    job_id = job_id_from(request)
+    await operations.enqueue_now(request.app[RUNTIME], job_id, f"enqueued now {REASON}")
+    return see_other(f"/jobs/job/{job_id}", done="enqueued")
+
+
+def selected_ids(values: list[str]) -> list[uuid.UUID]:
+    ids = []
+    for value in values:
+        try:
+            ids.append(uuid.UUID(value))
+        except ValueError:
+            raise ApiError(422, "validation_error", f"not a job id: {value!r}") from None
+    return ids
+
+
+@routes.post("/jobs/bulk")
+async def bulk(request: web.Request) -> web.StreamResponse:
+    """Requeue or delete the ticked jobs, or every job matching the list's filter (which must name a state)."""
+    form = await request.post()
+    runtime = request.app[RUNTIME]
+    action, _, scope = str(form.get("do", "")).partition("-")
+    if action not in ("requeue", "delete") or scope not in ("selected", "matching"):
+        raise ApiError(422, "validation_error", "choose requeue or delete, on the selected or all matching jobs")
+    parsed = parse_filter({name: str(value) for name, value in form.items()}, datetime.now(UTC))
+    if parsed.errors:
+        raise ApiError(422, "validation_error", "; ".join(f"{name}: {msg}" for name, msg in parsed.errors.items()))
+    if scope == "selected":
+        ids = selected_ids([str(value) for value in form.getall("id", [])])
+        if not ids:
+            raise ApiError(422, "validation_error", "no job selected: tick the jobs first")
+        run = operations.requeue_jobs if action == "requeue" else operations.delete_jobs
+        result = await run(runtime, ids, f"{action}d {REASON}")
+    else:
+        if parsed.job_filter.state is None:
+            raise ApiError(422, "validation_error", "a bulk action on all matching jobs needs a state filter")
+        run_matching = operations.requeue_matching if action == "requeue" else operations.delete_matching
+        result = await run_matching(runtime, parsed.job_filter, reason=f"{action}d {REASON}")
+    return see_other(f"/jobs/list?{parsed.query(done='bulk', n=str(len(result.changed)))}")
+
+
+@routes.post("/jobs/recurring/{recurring_id}/trigger")
+async def trigger(request: web.Request) -> web.StreamResponse:
+    recurring_id = request.match_info["recurring_id"]
+    await operations.trigger_recurring(request.app[RUNTIME], recurring_id)
+    return see_other("/jobs/recurring", done="triggered")
+
+
+@routes.post("/jobs/recurring/{recurring_id}/pause")
+async def pause(request: web.Request) -> web.StreamResponse:
+    await operations.set_recurring_enabled(request.app[RUNTIME], request.match_info["recurring_id"], False)
+    return see_other("/jobs/recurring", done="paused")
+
+
+@routes.post("/jobs/recurring/{recurring_id}/resume")
+async def resume(request: web.Request) -> web.StreamResponse:
+    await operations.set_recurring_enabled(request.app[RUNTIME], request.match_info["recurring_id"], True)
+    return see_other("/jobs/recurring", done="resumed")
+
+
+@routes.post("/jobs/recurring/{recurring_id}/edit")
+async def edit(request: web.Request) -> web.StreamResponse:
+    """Save cron and time zone; a bad value re-renders the form with the message beside its field."""
+    recurring_id = request.match_info["recurring_id"]
+    form = await request.post()
+    values = {"cron": str(form.get("cron", "")).strip(), "timezone": str(form.get("timezone", "")).strip()}
+    errors = {name: "required" for name, value in values.items() if not value}
+    if not errors:
+        try:
+            await operations.update_recurring(request.app[RUNTIME], recurring_id, cron=values["cron"],
+                                             timezone=values["timezone"])
+        except ApiError as error:
+            if error.status != 422:
+                raise
+            details = error.details if isinstance(error.details, list) else []
+            errors = {str(item.get("field")): str(item.get("message")) for item in details} or {"cron": error.message}
+    if errors:
+        return await render_recurring(request, status=422, editing=recurring_id, form=values, errors=errors)
+    return see_other("/jobs/recurring", done="saved")
+
+
+@routes.post("/jobs/login")
+async def login(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    form = await request.post()
+    next_path = safe_next(str(form.get("next", "/jobs")))
+    token = str(form.get("token", ""))
+    role = auth.role_for_token(settings, token)
+    if role is None:
+        return render_login(request, status=401, next_path=next_path, error="That token is not valid.")
+    response = see_other(next_path)
+    auth.set_session(response, request, auth.session_cookie_for(request, role, token))
+    return response
+
+
+@routes.post("/jobs/logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    response = see_other("/jobs/login" if auth.tokens_configured(request.app[SETTINGS]) else "/jobs", done="logged_out")
+    auth.clear_session(response)
+    return response

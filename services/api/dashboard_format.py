@@ -1,0 +1,138 @@
+"""Pure helpers the dashboard pages format with: redaction, durations, timelines, chart geometry."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+REDACTED = "•••••• (redacted)"
+# Names that usually hold a credential; matched anywhere in the key, case-insensitively.
+SECRET_NAME = re.compile(r"pass(word|wd|phrase)?|token|secret|api[_-]?key|credential|authori[sz]ation|private[_-]?key",
+                         re.IGNORECASE)
+
+
+def redact(value: Any) -> Any:
+    """`value` with every entry whose key looks secret replaced, however deep it is nested."""
+    if isinstance(value, Mapping):
+        return {key: REDACTED if SECRET_NAME.search(str(key)) else redact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value
+
+
+def redact_payload(text: str) -> str:
+    """A raw message body shown with its secret-looking fields redacted when it is JSON."""
+    try:
+        return json.dumps(redact(json.loads(text)), ensure_ascii=False, sort_keys=True)
+    except ValueError:
+        return text
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def compact_json(value: Any, limit: int = 140) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def duration(seconds: float | None) -> str:
+    """A human duration: 850 ms, 4.2 s, 3 min 5 s, 2 h 10 min, 3 d 4 h."""
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def relative(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "—"
+    delta = (now - moment).total_seconds()
+    if abs(delta) < 1:
+        return "just now"
+    return f"{duration(delta)} ago" if delta > 0 else f"in {duration(-delta)}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One row of a job's state timeline."""
+
+    state: str
+    at: datetime
+    reason: str | None
+    attempt: int
+    worker: str | None
+    error: str | None
+    traceback: str | None
+    ran_seconds: float | None  # how long the attempt that ended here ran
+    held_seconds: float | None  # how long the job stayed in this state (None for the current one)
+
+
+def timeline(history: Sequence[Any]) -> list[Step]:
+    """Steps from job_states rows (records or mappings), oldest first."""
+    steps = []
+    for index, row in enumerate(history):
+        following = history[index + 1]["created_at"] if index + 1 < len(history) else None
+        steps.append(Step(
+            state=row["state"], at=row["created_at"], reason=row["reason"], attempt=row["attempt"],
+            worker=row["worker"], error=row["error"], traceback=row["traceback"],
+            ran_seconds=row["duration_ms"] / 1000 if row["duration_ms"] is not None else None,
+            held_seconds=(following - row["created_at"]).total_seconds() if following is not None else None,
+        ))
+    return steps
+
+
+def failed_attempts(steps: Sequence[Step]) -> list[Step]:
+    """The steps that ended an attempt with an error, one per attempt, newest first."""
+    return [step for step in reversed(steps) if step.error or step.traceback]
+
+
+@dataclass(frozen=True)
+class Chart:
+    """Two polylines (succeeded, failed) scaled into a width x height box, plus axis labels."""
+
+    width: int
+    height: int
+    succeeded: str  # SVG points
+    failed: str
+    succeeded_area: str  # closed polygon under the succeeded line
+    peak: int
+    labels: list[tuple[float, str]]  # (x, text) along the bottom
+    total_succeeded: int
+    total_failed: int
+
+
+def chart(
+    points: Sequence[tuple[datetime, int, int]], *, width: int = 600, height: int = 160, label_every: int = 6,
+    label_format: str = "%H:%M",
+) -> Chart:
+    """Geometry for a succeeded/failed line chart; the y scale starts at zero and fits the peak."""
+    count = len(points)
+    peak = max([1, *(max(ok, bad) for _, ok, bad in points)])
+    step = width / (count - 1) if count > 1 else 0.0
+
+    def xy(index: int, value: int) -> str:
+        return f"{index * step:.1f},{height - value * height / peak:.1f}"
+
+    ok_line = " ".join(xy(index, ok) for index, (_, ok, _) in enumerate(points))
+    bad_line = " ".join(xy(index, bad) for index, (_, _, bad) in enumerate(points))
+    area = f"0,{height} {ok_line} {(count - 1) * step:.1f},{height}" if count else ""
+    labels = [(index * step, at.strftime(label_format))
+              for index, (at, _, _) in enumerate(points) if index % label_every == 0]
+    return Chart(width, height, ok_line, bad_line, area, peak, labels,
+                 sum(ok for _, ok, _ in points), sum(bad for _, _, bad in points))
