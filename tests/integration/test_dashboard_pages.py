@@ -39,7 +39,9 @@ async def page(session: aiohttp.ClientSession, url: str, status: int = 200) -> s
         return text
 
 
-async def post_form(session: aiohttp.ClientSession, url: str, form: dict[str, Any], csrf_page: str) -> aiohttp.ClientResponse:
+async def post_form(
+    session: aiohttp.ClientSession, url: str, form: dict[str, Any], csrf_page: str
+) -> aiohttp.ClientResponse:
     token = csrf_from(await page(session, csrf_page))
     async with session.post(url, data={**form, "csrf_token": token}, allow_redirects=False) as response:
         await response.read()
@@ -141,8 +143,9 @@ async def test_bulk_requeue_of_matching_failed_jobs(
         assert await job_queries.job_state(runtime.pool, job_id) == "enqueued"
     assert await job_queries.job_state(runtime.pool, other) == "failed"
 
-    response = await post_form(browser, f"{base_url}/jobs/bulk", {"do": "delete-selected", "state": "failed",
-                                                                   "id": str(other)}, f"{base_url}/jobs/list?state=failed")
+    response = await post_form(browser, f"{base_url}/jobs/bulk",
+                               {"do": "delete-selected", "state": "failed", "id": str(other)},
+                               f"{base_url}/jobs/list?state=failed")
     assert response.status == 303
     assert await job_queries.job_state(runtime.pool, other) == "deleted"
 

@@ -16,7 +16,7 @@ from services.api.app import create_app
 from shared.registry import Registry
 from shared.settings import Settings
 
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_CSRF = re.compile(r'name="(?:csrf_token" value|csrf-token" content)="([^"]+)"')
 
 
 @asynccontextmanager
