@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.batching import Batcher
 from shared.db import jobs as job_queries
 from shared.jobs import JobState, QueueClass
 from shared.messaging.broker import Broker, BrokerUnavailable
@@ -51,6 +52,8 @@ class JobClient:
         self.default_retry = default_retry
         # Jobs written inside a caller's open transaction, published once `transaction()` commits.
         self._after_commit: dict[int, list[asyncpg.Record]] = {}
+        # Concurrent enqueues share one `published_at` write (one commit) instead of one each.
+        self._mark_published: Batcher[uuid.UUID, None] = Batcher(self._flush_published)
 
     async def enqueue(
         self,
@@ -167,5 +170,9 @@ class JobClient:
                 break
             published.append(row["id"])
         if published:
-            await job_queries.mark_published(self.pool, published)
+            await self._mark_published.submit_all(published)
         return len(published)
+
+    async def _flush_published(self, job_ids: list[uuid.UUID]) -> list[None]:
+        await job_queries.mark_published(self.pool, job_ids)
+        return [None] * len(job_ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,10 @@ import asyncpg
 from shared.jobs import DELETABLE, REQUEUEABLE, JobState, sources_of
 
 Executor = asyncpg.Connection | asyncpg.Pool
+
+# Statements that change many rows lock them in id order first, so two of them running at once
+# (a worker's claims, a client's publish marks, an operator's bulk delete) cannot deadlock.
+LOCK_IN_ORDER = "SELECT id FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
 
 CLAIMED_COLUMNS = "id, kind, args, queue, service, priority, attempt, max_attempts, run_at, parent_id"
 
@@ -69,7 +74,7 @@ async def job_logs(executor: Executor, job_id: uuid.UUID, limit: int = 1000) -> 
 
 async def mark_published(executor: Executor, job_ids: Sequence[uuid.UUID]) -> None:
     await executor.execute(
-        "UPDATE jobs SET published_at = now() WHERE id = ANY($1::uuid[]) AND published_at IS NULL",
+        f"UPDATE jobs SET published_at = now() WHERE id IN ({LOCK_IN_ORDER}) AND published_at IS NULL",
         list(job_ids),
     )
 
@@ -100,6 +105,35 @@ async def claim(
     )
 
 
+async def claim_many(
+    executor: Executor, worker: str, deliveries: Sequence[tuple[uuid.UUID, bool]], *, dead_after_seconds: float
+) -> dict[uuid.UUID, asyncpg.Record]:
+    """`claim` for many (job id, redelivered) deliveries in one statement; the rows taken, by id.
+
+    A job delivered twice in one batch is claimed once; the caller gives it to one delivery only.
+    """
+    rows = await executor.fetch(
+        f"""UPDATE jobs
+               SET state = 'processing', attempt = attempt + 1, worker = $2,
+                   started_at = now(), updated_at = now(), finished_at = NULL,
+                   state_reason = CASE WHEN jobs.state = 'processing'
+                                       THEN 'taken over from ' || coalesce(jobs.worker, 'unknown worker') END
+              FROM (SELECT id, bool_or(redelivered) AS redelivered
+                      FROM unnest($1::uuid[], $3::bool[]) AS d(id, redelivered) GROUP BY id) AS d
+             WHERE jobs.id = d.id AND jobs.id IN ({LOCK_IN_ORDER})
+               AND (jobs.state = ANY($4::text[])
+                    OR (jobs.state = 'processing'
+                        AND (d.redelivered OR NOT EXISTS (
+                               SELECT 1 FROM servers s
+                                WHERE s.id = jobs.worker
+                                  AND s.last_heartbeat > now() - make_interval(secs => $5)))))
+         RETURNING {", ".join(f"jobs.{column}" for column in CLAIMED_COLUMNS.split(", "))}""",
+        [job_id for job_id, _ in deliveries], worker, [redelivered for _, redelivered in deliveries],
+        ["enqueued", "retrying"], dead_after_seconds,
+    )
+    return {row["id"]: row for row in rows}
+
+
 async def job_state(executor: Executor, job_id: uuid.UUID) -> str | None:
     state: str | None = await executor.fetchval("SELECT state FROM jobs WHERE id = $1", job_id)
     return state
@@ -113,6 +147,23 @@ async def mark_succeeded(executor: Executor, job_id: uuid.UUID, worker: str, res
         job_id, worker, result,
     )
     return bool(status == "UPDATE 1")
+
+
+async def mark_succeeded_many(
+    executor: Executor, worker: str, outcomes: Sequence[tuple[uuid.UUID, Any]]
+) -> set[uuid.UUID]:
+    """`mark_succeeded` for many jobs in one statement; the ids that were still this worker's."""
+    rows = await executor.fetch(
+        f"""UPDATE jobs SET state = 'succeeded', result = o.result::jsonb, finished_at = now(),
+                           updated_at = now(), state_reason = NULL
+             FROM unnest($1::uuid[], $2::text[]) AS o(id, result)
+            WHERE jobs.id = o.id AND jobs.id IN ({LOCK_IN_ORDER}) AND jobs.state = 'processing' AND jobs.worker = $3
+        RETURNING jobs.id""",
+        [job_id for job_id, _ in outcomes],
+        [None if result is None else json.dumps(result) for _, result in outcomes],
+        worker,
+    )
+    return {row["id"] for row in rows}
 
 
 async def mark_attempt_failed(
@@ -132,9 +183,9 @@ async def mark_attempt_failed(
 async def release(executor: Executor, job_ids: Sequence[uuid.UUID], worker: str, reason: str) -> None:
     """Give jobs back to the queue without counting the interrupted attempt (graceful shutdown)."""
     await executor.execute(
-        """UPDATE jobs SET state = 'enqueued', attempt = greatest(attempt - 1, 0), state_reason = $3,
+        f"""UPDATE jobs SET state = 'enqueued', attempt = greatest(attempt - 1, 0), state_reason = $3,
                            worker = NULL, updated_at = now()
-            WHERE id = ANY($1::uuid[]) AND state = 'processing' AND worker = $2""",
+            WHERE id IN ({LOCK_IN_ORDER}) AND state = 'processing' AND worker = $2""",
         list(job_ids), worker, reason,
     )
 
@@ -153,8 +204,8 @@ async def requeue(executor: Executor, job_id: uuid.UUID, reason: str) -> asyncpg
 
 async def delete(executor: Executor, job_ids: Sequence[uuid.UUID], reason: str) -> list[asyncpg.Record]:
     return await executor.fetch(
-        """UPDATE jobs SET state = 'deleted', state_reason = $2, finished_at = now(), updated_at = now()
-            WHERE id = ANY($1::uuid[]) AND state = ANY($3::text[])
+        f"""UPDATE jobs SET state = 'deleted', state_reason = $2, finished_at = now(), updated_at = now()
+            WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($3::text[])
         RETURNING id""",
         list(job_ids), reason, sorted(state.value for state in DELETABLE),
     )

@@ -18,6 +18,7 @@ import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel
 
+from shared.batching import Batcher
 from shared.client import JobClient, policy_for
 from shared.db import jobs as job_queries
 from shared.jobs import JobState
@@ -102,6 +103,10 @@ class Consumer:
         self._consumer_tag: str | None = None
         self._inflight: dict[asyncio.Task[Any], uuid.UUID | None] = {}
         self._running: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        # Deliveries arriving together share one claim, and jobs finishing together one
+        # `succeeded` write: one round trip and one commit each instead of one per job.
+        self._claims: Batcher[tuple[uuid.UUID, bool], asyncpg.Record | None] = Batcher(self._flush_claims)
+        self._succeeded: Batcher[tuple[uuid.UUID, Any], bool] = Batcher(self._flush_succeeded)
 
     @property
     def inflight(self) -> int:
@@ -186,10 +191,7 @@ class Consumer:
             # run finish first, so the job is not executed twice at once; the claim then sees
             # its outcome.
             await asyncio.wait({earlier})
-        row = await job_queries.claim(
-            self.pool, envelope.job_id, self.worker_id,
-            redelivered=bool(message.redelivered), dead_after_seconds=self.dead_after_seconds,
-        )
+        row = await self._claims.submit((envelope.job_id, bool(message.redelivered)))
         if row is None:
             state = await job_queries.job_state(self.pool, envelope.job_id)
             if state is None:
@@ -220,8 +222,19 @@ class Consumer:
             return await self._fail(row, kind, failure, body)
         finally:
             current_job_id.reset(token)
-        await job_queries.mark_succeeded(self.pool, row["id"], self.worker_id, _jsonable(result))
+        await self._succeeded.submit((row["id"], _jsonable(result)))
         return Outcome.ACK
+
+    async def _flush_claims(self, deliveries: list[tuple[uuid.UUID, bool]]) -> list[asyncpg.Record | None]:
+        claimed = await job_queries.claim_many(
+            self.pool, self.worker_id, deliveries, dead_after_seconds=self.dead_after_seconds
+        )
+        # pop: a job delivered twice in one batch goes to the first delivery; the other is skipped.
+        return [claimed.pop(job_id, None) for job_id, _ in deliveries]
+
+    async def _flush_succeeded(self, outcomes: list[tuple[uuid.UUID, Any]]) -> list[bool]:
+        marked = await job_queries.mark_succeeded_many(self.pool, self.worker_id, outcomes)
+        return [job_id in marked for job_id, _ in outcomes]
 
     async def _fail(self, row: asyncpg.Record, kind: JobKind, failure: Failure, body: bytes) -> Outcome:
         policy = policy_for(kind, self.default_retry)
