@@ -62,9 +62,9 @@ async def overview(request: web.Request) -> web.Response:
         counts={state.value: counts.get(state, 0) for state in STATE_ORDER},
         servers_alive=sum(1 for server in servers if not server["dead"]),
         servers_dead=sum(1 for server in servers if server["dead"]),
-        day=fmt.chart(chart_points(day), label_every=3),
-        week=fmt.chart(chart_points(week), label_every=24, label_format="%a %d"),
-        realtime=fmt.chart(chart_points(realtime), label_every=10, label_format="%H:%M:%S", height=140),
+        day=fmt.chart(chart_points(day), label_every=3, height=200),
+        week=fmt.chart(chart_points(week), label_every=24, label_format="%a %d", height=200),
+        realtime=fmt.chart(chart_points(realtime), label_every=10, label_format="%H:%M:%S", width=1200, height=180),
         lateness=await job_search.lateness_by_kind(pool),
         script=static_url(request, "realtime.js"),
     )

@@ -117,13 +117,28 @@ class Chart:
     total_failed: int
 
 
+def nice_ceiling(value: float) -> int:
+    """The y-axis top for a peak: the next of 2, 3, 4, 5, 6, 8, 10 times a power of ten (at least 2)."""
+    magnitude = 1
+    while True:
+        for step in (1, 2, 3, 4, 5, 6, 8):
+            top = step * magnitude
+            if top >= max(value, 2):
+                return top
+        magnitude *= 10
+
+
+def axis_label(value: float) -> str:
+    return f"{value:g}"
+
+
 def chart(
     points: Sequence[tuple[datetime, int, int]], *, width: int = 600, height: int = 160, label_every: int = 6,
     label_format: str = "%H:%M",
 ) -> Chart:
     """Geometry for a succeeded/failed line chart; the y scale starts at zero and fits the peak."""
     count = len(points)
-    peak = max([1, *(max(ok, bad) for _, ok, bad in points)])
+    peak = nice_ceiling(max([0, *(max(ok, bad) for _, ok, bad in points)]))
     step = width / (count - 1) if count > 1 else 0.0
 
     def xy(index: int, value: int) -> str:

@@ -15,6 +15,18 @@
     }).join(" ");
   }
 
+  // Mirrors dashboard_format.nice_ceiling: 2, 3, 4, 5, 6, 8, 10 times a power of ten.
+  function niceCeiling(value) {
+    var magnitude = 1;
+    for (;;) {
+      var steps = [1, 2, 3, 4, 5, 6, 8];
+      for (var i = 0; i < steps.length; i += 1) {
+        if (steps[i] * magnitude >= Math.max(value, 2)) { return steps[i] * magnitude; }
+      }
+      magnitude *= 10;
+    }
+  }
+
   function pad(number) { return number < 10 ? "0" + number : String(number); }
 
   function label(iso) {
@@ -23,13 +35,14 @@
   }
 
   function draw(series) {
-    var peak = 1;
+    var highest = 0;
     var totals = { succeeded: 0, failed: 0 };
     series.forEach(function (point) {
-      peak = Math.max(peak, point.succeeded, point.failed);
+      highest = Math.max(highest, point.succeeded, point.failed);
       totals.succeeded += point.succeeded;
       totals.failed += point.failed;
     });
+    var peak = niceCeiling(highest);
     var step = series.length > 1 ? width / (series.length - 1) : 0;
     var okLine = points(series, "succeeded", peak, step);
     figure.querySelector(".line-succeeded").setAttribute("points", okLine);
@@ -37,7 +50,7 @@
     figure.querySelector(".area-succeeded").setAttribute(
       "points", "0," + height + " " + okLine + " " + ((series.length - 1) * step).toFixed(1) + "," + height);
     figure.querySelector(".yaxis .peak").textContent = String(peak);
-    figure.querySelector(".yaxis .half").textContent = String(peak % 2 ? (peak / 2).toFixed(1) : peak / 2);
+    figure.querySelector(".yaxis .half").textContent = String(peak / 2);
     figure.querySelector(".total-succeeded").textContent = String(totals.succeeded);
     figure.querySelector(".total-failed").textContent = String(totals.failed);
     var labels = figure.querySelectorAll(".xaxis text");

@@ -1,0 +1,220 @@
+"""The /jobs dashboard in headless Chromium against the running api, a real worker, Postgres and RabbitMQ.
+
+Each step is asserted on the page as an operator would see it. The screenshots written to
+docs/screenshots/ are the ones the README shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Dialog, Page, async_playwright, expect
+
+from shared.db import jobs as job_queries
+from shared.worker import Runtime
+from tests.conftest import StartWorker
+from tests.support.environment import TestEnvironment
+from tests.support.kinds import BROKEN, test_registry
+from tests.support.live_api import running_api
+from tests.support.waiting import eventually
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+XSS = "<script>alert(1)</script>"
+STEP_TIMEOUT_MS = 30_000  # generous: the CI machine has two busy cores
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def base_url(env: TestEnvironment) -> AsyncIterator[str]:
+    async with running_api(env.settings(), test_registry()) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+class Watched:
+    """Dialogs and console errors of a page: an alert would mean injected script ran."""
+
+    def __init__(self, page: Page) -> None:
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        page.on("dialog", self._dialog)
+        page.on("console", self._console)
+
+    def _dialog(self, dialog: Dialog) -> None:
+        self.dialogs.append(dialog.message)
+        asyncio.get_running_loop().create_task(dialog.dismiss())
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+
+async def a_week_of_history(pool: asyncpg.Pool) -> None:
+    """Finished jobs spread over the last 7 days, so the history graphs have a shape in the screenshots.
+
+    The realtime graph, the counts and every job the test acts on come from the real worker.
+    """
+    await pool.execute(
+        """INSERT INTO jobs (id, kind, args, queue, service, priority, state, max_attempts, run_at,
+                             finished_at, created_at, updated_at)
+           SELECT gen_random_uuid(), 'test.noop', jsonb_build_object('n', g), 'default', 'test', 5,
+                  CASE WHEN g % 11 = 0 THEN 'failed' ELSE 'succeeded' END, 3, t, t, t, t
+             FROM (SELECT g, now() - interval '7 days' * power(random(), 1.4) - interval '2 minutes' AS t
+                     FROM generate_series(1, 1500) AS g) AS spread
+            -- busier in the day than at night, as an event platform is
+            WHERE random() < 0.55 + 0.45 * sin(extract(hour FROM t) / 24.0 * pi())""")
+    await pool.execute(
+        """UPDATE job_states s SET created_at = j.updated_at
+             FROM jobs j WHERE j.id = s.job_id AND j.kind = 'test.noop' AND j.args ? 'n'
+              AND j.updated_at < now() - interval '1 minute'""")
+
+
+async def state_of(runtime: Runtime, job_id: uuid.UUID) -> str | None:
+    return await job_queries.job_state(runtime.pool, job_id)
+
+
+async def test_an_operator_finds_a_failed_job_fixes_it_and_steers_recurring_jobs(
+    browser: Browser, base_url: str, runtime: Runtime, start_worker: StartWorker
+) -> None:
+    await start_worker()
+    await a_week_of_history(runtime.pool)
+    await runtime.pool.execute(
+        """INSERT INTO recurring_jobs (id, kind, args, cron, timezone)
+           VALUES ('warm-cache', 'test.noop', '{"n": 42}', '15 4 * * *', 'Europe/Paris')""")
+
+    recipient = f"erin.{uuid.uuid4().hex[:8]}@example.org"
+    BROKEN.add(recipient)
+    try:
+        failing = await runtime.client.enqueue("test.until_fixed", {"switch": recipient}, max_attempts=1)
+        hostile = await runtime.client.enqueue("test.log", {"message": XSS})
+        for n in range(20):
+            await runtime.client.enqueue("test.noop", {"n": n})
+        assert failing is not None and hostile is not None
+
+        async def settled() -> bool:
+            return (await state_of(runtime, failing.id) == "failed"
+                    and await state_of(runtime, hostile.id) == "succeeded")
+
+        await eventually(settled, timeout=60, what="the failing job to fail and the hostile one to run")
+
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page = await browser.new_page(viewport={"width": 1440, "height": 900})
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        watched = Watched(page)
+
+        # The overview: counts by state, the realtime graph refreshing, the history graphs.
+        await page.goto(f"{base_url}/jobs")
+        await expect(page.locator("h1")).to_have_text("Overview")
+        await expect(page.locator('[data-count="failed"]')).not_to_have_text("0")
+        await expect(page.locator('[data-count="servers_alive"]')).to_have_text("1")
+        await expect(page.locator("#live-status")).to_have_text("live")
+        await expect(page.locator("#realtime-chart .total-succeeded")).not_to_have_text("0")
+        await expect(page.locator("#week-chart .total-succeeded")).not_to_have_text("0")
+        await expect(page.locator("table").filter(has_text="test.until_fixed")).to_be_visible()  # lateness
+        await page.screenshot(path=str(SCREENSHOTS / "overview.png"), full_page=True)
+
+        # Find the failed job by its recipient, anywhere in the history.
+        await page.get_by_role("searchbox", name="Search all jobs").fill(recipient)
+        await page.get_by_role("searchbox", name="Search all jobs").press("Enter")
+        rows = page.locator("table.jobs-table tbody tr")
+        await expect(rows).to_have_count(1)
+        await expect(rows.first).to_contain_text(recipient)
+        await expect(rows.first.locator(".state")).to_have_text("failed")
+        await rows.first.get_by_role("link", name="test.until_fixed").click()
+
+        # Its page: the traceback of the failed attempt, then requeue once the cause is fixed.
+        await expect(page.locator("h1")).to_contain_text("test.until_fixed")
+        await expect(page.locator("h1 .state")).to_have_text("failed")
+        traceback = page.locator(".errors-panel pre.traceback").first
+        await expect(traceback).to_be_visible()
+        await expect(traceback).to_contain_text("Traceback (most recent call last)")
+        await expect(traceback).to_contain_text(f"RuntimeError: switch {recipient} is broken")
+        await expect(page.locator("#job-args")).to_contain_text(recipient)
+        await page.screenshot(path=str(SCREENSHOTS / "job.png"), full_page=True)
+
+        BROKEN.discard(recipient)
+        await page.get_by_role("button", name="Requeue").click()
+        await expect(page.locator(".notice")).to_have_text("Job requeued.")
+        await expect(page.locator("h1 .state")).to_have_text("succeeded")  # the page follows the job live
+        await expect(page.locator(".timeline li").last).to_contain_text("succeeded")
+        await expect(page.locator(".timeline")).to_contain_text("requeued from the dashboard")
+
+        # A job whose arguments carry markup shows it as text; no script runs.
+        await page.goto(f"{base_url}/jobs/job/{hostile.id}")
+        await expect(page.locator("#job-args")).to_contain_text(XSS)
+        await expect(page.locator(".log-message").first).to_contain_text(XSS)
+        await page.goto(f"{base_url}/jobs/list?q=alert(1)")
+        await expect(page.locator("table.jobs-table")).to_contain_text(XSS)
+
+        # Recurring jobs: pause one, trigger another and follow its run.
+        await page.goto(f"{base_url}/jobs/recurring")
+        paused_row = page.locator("#rec-cleanup-expired-events")
+        await expect(paused_row).to_contain_text("active")
+        await paused_row.get_by_role("button", name="Pause").click()
+        await expect(page.locator(".notice")).to_have_text("Recurring job paused.")
+        await expect(paused_row).to_contain_text("paused")
+        await expect(paused_row.get_by_role("button", name="Resume")).to_be_visible()
+        await expect(paused_row.locator(".next-run")).to_have_text("—")
+
+        row = page.locator("#rec-warm-cache")
+        await expect(row.locator(".last-run")).to_contain_text("never")
+        await expect(row.locator(".next-run")).not_to_have_text("—")
+        await row.get_by_role("button", name="Trigger now").click()
+        await expect(page.locator(".notice")).to_have_text("Recurring job triggered.")
+        await expect(row.locator(".last-run a")).to_be_visible()
+
+        # Editing the schedule: a bad cron is explained beside its field and nothing is saved.
+        await row.get_by_role("link", name="Edit").click()
+        form = page.get_by_role("form", name="Edit warm-cache")
+        await form.get_by_label("Cron").fill("75 4 * * *")
+        await form.get_by_role("button", name="Save").click()
+        await expect(form.locator(".field-error")).to_contain_text("75")
+        await form.get_by_label("Cron").fill("30 5 * * 1-5")
+        await form.get_by_role("button", name="Save").click()
+        await expect(page.locator(".notice")).to_have_text("Schedule saved.")
+        await expect(row.locator("code.cron")).to_have_text("30 5 * * 1-5")
+        await page.screenshot(path=str(SCREENSHOTS / "recurring.png"), full_page=True)
+
+        await row.locator(".last-run a").click()
+        await expect(page.locator("h1")).to_contain_text("test.noop")
+        await expect(page.locator("h1 .state")).to_have_text("succeeded")
+        await expect(page.locator(".facts")).to_contain_text("warm-cache")
+
+        await page.goto(f"{base_url}/jobs/list?state=failed")
+        await expect(page.locator("table.jobs-table tbody tr").first).to_be_visible()
+        await page.screenshot(path=str(SCREENSHOTS / "jobs.png"))
+        await page.goto(f"{base_url}/jobs/queues")
+        work_queue = page.locator("table.queues-table tr").filter(has_text="jobs.test")
+        await expect(work_queue).to_be_visible()
+        await expect(page.locator("table").filter(has_text="Reason")).to_contain_text(recipient)  # parked with why
+
+        async def consumer_counted() -> bool:  # RabbitMQ refreshes its queue statistics every few seconds
+            await page.reload()
+            return await work_queue.locator("td").nth(4).inner_text() == "1"
+
+        await eventually(consumer_counted, timeout=30, interval=1, what="the worker's consumer on the queues page")
+        await page.screenshot(path=str(SCREENSHOTS / "queues.png"), full_page=True)
+
+        assert watched.dialogs == [], f"a dialog fired: {watched.dialogs}"
+        assert not [error for error in watched.errors if "Content Security Policy" in error], watched.errors
+    finally:
+        BROKEN.discard(recipient)
+    assert await state_of(runtime, failing.id) == "succeeded"
+    paused: Any = await runtime.pool.fetchval("SELECT enabled FROM recurring_jobs WHERE id = 'cleanup-expired-events'")
+    assert paused is False
