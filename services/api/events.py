@@ -12,7 +12,17 @@ from typing import Annotated, Any
 
 import asyncpg
 from aiohttp import web
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from services.api.errors import ApiError, parse_body, parse_query, path_uuid
 from services.api.metrics import count_enqueued
@@ -39,10 +49,20 @@ def in_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-EventTime = Annotated[AwareDatetime, AfterValidator(in_utc)]  # naive times are refused: no guessing a zone
-Title = Annotated[HeaderText, Field(max_length=200)]  # it goes into reminder subjects
-Description = Annotated[str, Field(max_length=10_000)]
-Location = Annotated[str, Field(max_length=500)]
+def iso_text(value: Any) -> Any:
+    """JSON numbers are not times here: pydantic would read 0 as 1970, hiding a client's mistake."""
+    if not isinstance(value, (str, datetime)):
+        raise ValueError("must be an ISO 8601 date-time string with an offset")
+    return value
+
+
+# Naive times are refused: no guessing a zone.
+EventTime = Annotated[AwareDatetime, BeforeValidator(iso_text), AfterValidator(in_utc)]
+Title = Annotated[HeaderText, Field(max_length=200), WithJsonSchema(  # it goes into reminder subjects
+    {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\r\n\x00]+$"})]
+NO_NUL = r"^[^\x00]*$"  # Postgres text cannot hold NUL
+Description = Annotated[str, Field(max_length=10_000, pattern=NO_NUL)]
+Location = Annotated[str, Field(max_length=500, pattern=NO_NUL)]
 
 
 class EventIn(BaseModel):
@@ -63,10 +83,18 @@ class EventIn(BaseModel):
         return value
 
 
+def _not_nullable(schema: dict[str, Any]) -> None:
+    """title and starts_at may be left out of a PATCH but not nulled: the schema says so too."""
+    for name in ("title", "starts_at"):
+        prop = schema["properties"][name]
+        prop.update(next(option for option in prop.pop("anyOf") if option.get("type") != "null"))
+        prop.pop("default", None)
+
+
 class EventPatch(BaseModel):
     """Only the fields sent change; `null` clears description, location or ends_at."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_not_nullable)
 
     title: Title | None = None
     description: Description | None = None

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from services.api.errors import ApiError, parse_body, path_uuid
 from services.api.events import refuse_if_closed
@@ -15,10 +14,9 @@ from services.api.metrics import count_enqueued
 from services.api.openapi import UUID_PATH, ApiRoutes
 from services.api.transactions import write_transaction
 from services.api.typedefs import RUNTIME
-from services.api.users import normalise_email
+from services.api.users import Email, Name
 from shared.db import events as event_queries
 from shared.db import participants as participant_queries
-from shared.kinds import EmailAddress, HeaderText
 
 routes = ApiRoutes("participants")
 
@@ -26,8 +24,8 @@ routes = ApiRoutes("participants")
 class ParticipantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: Annotated[EmailAddress, AfterValidator(normalise_email)]
-    name: HeaderText  # the display name in the To: header of every email about the event
+    email: Email
+    name: Name  # the display name in the To: header of every email about the event
 
 
 class ParticipantOut(BaseModel):

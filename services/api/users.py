@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from services.api.errors import ApiError, parse_body
 from services.api.metrics import count_enqueued
@@ -25,11 +25,18 @@ def normalise_email(value: str) -> str:
     return value.lower()
 
 
+# The JSON schemas say what the validators enforce, so clients (and schemathesis) can know it up front.
+Email = Annotated[EmailAddress, AfterValidator(normalise_email), WithJsonSchema(
+    {"type": "string", "maxLength": 320, "pattern": r"^[^@\s\x00]+@[^@\s\x00]+$"})]
+Name = Annotated[HeaderText, Field(max_length=200), WithJsonSchema(
+    {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\r\n\x00]+$"})]
+
+
 class UserIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: Annotated[EmailAddress, AfterValidator(normalise_email)]
-    name: HeaderText  # it becomes the display name in the welcome email's To: header
+    email: Email
+    name: Name  # it becomes the display name in the welcome email's To: header
 
 
 class UserOut(BaseModel):
