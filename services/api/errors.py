@@ -118,6 +118,17 @@ def path_uuid(request: web.Request, name: str, what: str) -> uuid.UUID:
                        [{"field": name, "message": "not a uuid"}]) from None
 
 
+IDEMPOTENCY_KEY_MAX = 200  # a btree index entry cannot hold an arbitrarily long key
+
+
+def idempotency_key_header(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
+        raise ApiError(422, "validation_error", "invalid header Idempotency-Key", [
+            {"field": "Idempotency-Key", "message": f"must be 1 to {IDEMPOTENCY_KEY_MAX} characters"}])
+    return key
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
 )
 
-from services.api.errors import ApiError, parse_body, parse_query, path_uuid
+from services.api.errors import ApiError, idempotency_key_header, parse_body, parse_query, path_uuid
 from services.api.metrics import count_enqueued
 from services.api.openapi import IDEMPOTENCY_KEY, UUID_PATH, ApiRoutes
 from services.api.transactions import write_transaction
@@ -195,16 +195,6 @@ def event_response(event: EventOut, status: int = 200) -> web.Response:
     return web.json_response(event.model_dump(mode="json"), status=status)
 
 
-def idempotency_key_from(request: web.Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= IDEMPOTENCY_KEY.max_length:
-        raise ApiError(422, "validation_error", "invalid header Idempotency-Key", [
-            {"field": "Idempotency-Key", "message": f"must be 1 to {IDEMPOTENCY_KEY.max_length} characters"}])
-    return key
-
-
 def encode_cursor(row: asyncpg.Record) -> str:
     return base64.urlsafe_b64encode(f"{row['starts_at'].isoformat()}|{row['id']}".encode()).decode()
 
@@ -232,7 +222,7 @@ def refuse_if_closed(event: asyncpg.Record, action: str) -> None:
              responses={201: EventOut, 200: EventOut}, errors=(400, 409, 413, 422), headers=[IDEMPOTENCY_KEY])
 async def create_event(request: web.Request) -> web.Response:
     body = await parse_body(request, EventIn)
-    key = idempotency_key_from(request)
+    key = idempotency_key_header(request)
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest() if key else None
     runtime = request.app[RUNTIME]
     created: list[str] = []

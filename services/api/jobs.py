@@ -7,8 +7,9 @@ import uuid
 from aiohttp import web
 
 from services.api import operations
-from services.api.errors import ApiError, parse_body, parse_query
-from services.api.openapi import ApiRoutes
+from services.api.errors import ApiError, idempotency_key_header, parse_body, parse_query
+from services.api.metrics import count_enqueued
+from services.api.openapi import IDEMPOTENCY_KEY, ApiRoutes
 from services.api.schemas import (
     BulkJobsRequest,
     BulkResultOut,
@@ -39,11 +40,11 @@ def job_id_from(request: web.Request) -> uuid.UUID:
 
 
 @routes.post("/api/jobs", summary="Enqueue a job", body=JobRequest, responses={202: JobOut, 200: JobOut},
-             errors=(400, 401, 409, 413, 422))
+             errors=(400, 401, 409, 413, 422), headers=[IDEMPOTENCY_KEY])
 async def enqueue_job(request: web.Request) -> web.Response:
     body = await parse_body(request, JobRequest)
     runtime = request.app[RUNTIME]
-    key = body.idempotency_key or request.headers.get("Idempotency-Key")
+    key = body.idempotency_key or idempotency_key_header(request)
     try:
         job = await runtime.client.enqueue(
             body.kind, body.args, queue=body.queue, run_at=body.run_at, delay=body.delay_seconds,
@@ -60,6 +61,8 @@ async def enqueue_job(request: web.Request) -> web.Response:
     except ValueError as error:
         raise ApiError(422, "validation_error", str(error), [{"field": "run_at", "message": str(error)}]) from None
     assert job is not None  # only recurring occurrences can collide silently
+    if job.created:
+        count_enqueued(request.app, job.kind)
     row = await job_queries.get_job(runtime.pool, job.id)
     assert row is not None
     return web.json_response(JobOut.from_row(row).model_dump(mode="json"), status=202 if job.created else 200)

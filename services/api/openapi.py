@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from services.api.errors import Handler
+from services.api.errors import IDEMPOTENCY_KEY_MAX, Handler
 
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
@@ -48,7 +48,7 @@ class HeaderParam:
 
     name: str
     description: str
-    max_length: int = 200
+    max_length: int = IDEMPOTENCY_KEY_MAX
 
 
 IDEMPOTENCY_KEY = HeaderParam(

@@ -54,11 +54,16 @@ async def test_a_taken_email_is_409_naming_the_field_and_sends_nothing_more(
     assert await queue_depth(env) == 1
 
 
-async def test_the_welcome_jobs_are_counted_by_kind_in_metrics(api: TestClient[Any, Any]) -> None:
+async def test_enqueued_jobs_are_counted_by_kind_in_metrics(api: TestClient[Any, Any]) -> None:
     for n in range(3):
         assert (await api.post("/api/users", json={"email": f"u{n}@example.com", "name": f"U {n}"})).status == 201
+    for _ in range(2):  # the same key twice: one job, counted once
+        response = await api.post("/api/jobs", json={"kind": "maintenance.daily_report"},
+                                  headers={"Idempotency-Key": "report-once"})
+        assert response.status in (200, 202)
 
     metrics = await (await api.get("/metrics")).text()
 
     assert 'jobs_enqueued_total{kind="email.welcome"} 3.0' in metrics
+    assert 'jobs_enqueued_total{kind="maintenance.daily_report"} 1.0' in metrics
     assert 'http_requests_total{method="POST",route="/api/users",status="201"} 3.0' in metrics

@@ -83,6 +83,8 @@ CASES: dict[str, Case] = {
         "to": "a@example.com", "subject": "Hi\r\nBcc: everyone@example.com"}}, 422, "args.subject"),
     "jobs: NUL in the arguments": Case("POST", "/api/jobs", {"kind": "email.send", "args": {
         "to": "a@example.com", "subject": "Hi", "context": {"note": "\x00"}}}, 422, "args.context.note"),
+    "jobs: Idempotency-Key too long": Case("POST", "/api/jobs", {"kind": "maintenance.daily_report"}, 422,
+                                           "Idempotency-Key", {"Idempotency-Key": "k" * 5000}),
     "jobs: malformed JSON": Case("POST", "/api/jobs", b"kind=email.send", 400, "body"),
 }
 
