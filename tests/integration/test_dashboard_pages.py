@@ -218,3 +218,31 @@ async def test_overview_realtime_queues_and_servers(
 
     queues = await page(browser, f"{base_url}/jobs/queues")
     assert "jobs.test" in queues and "jobs.dead" in queues and "http://127.0.0.1:15672/" in queues
+
+
+async def test_the_job_page_lists_the_emails_the_job_sent(
+    browser: aiohttp.ClientSession, base_url: str, runtime: Runtime
+) -> None:
+    job_id = await insert_job(runtime, "email.send", {"to": "fay@example.org", "subject": "Hi"},
+                              state=JobState.SUCCEEDED)
+    await runtime.pool.execute(
+        """INSERT INTO emails (id, job_id, idempotency_key, recipient, subject, template, message_id, status,
+                               smtp_code, smtp_reply, attempts, sent_at)
+           VALUES ($1, $2, $3, 'fay@example.org', 'Hi <there>', 'plain', $4, 'sent', 250,
+                   '2.0.0 Ok: queued as 4XyZ', 1, now())""",
+        uuid.uuid4(), job_id, f"job:{job_id}", f"<{job_id}@eventjobs.local>")
+    html = await page(browser, f"{base_url}/jobs/job/{job_id}")
+    assert f"&lt;{job_id}@eventjobs.local&gt;" in html  # the Message-ID, escaped
+    assert "2.0.0 Ok: queued as 4XyZ" in html and "<b>250</b>" in html
+    assert "Hi &lt;there&gt;" in html
+
+
+async def test_an_action_the_state_forbids_and_an_unknown_job_are_explained_on_a_page(
+    browser: aiohttp.ClientSession, base_url: str, runtime: Runtime
+) -> None:
+    job_id = await insert_job(runtime, "test.noop", {}, state=JobState.PROCESSING)
+    response = await post_form(browser, f"{base_url}/jobs/job/{job_id}/requeue", {}, f"{base_url}/jobs/job/{job_id}")
+    assert response.status == 409
+    assert await job_queries.job_state(runtime.pool, job_id) == "processing"
+    html = await page(browser, f"{base_url}/jobs/job/{uuid.uuid4()}", status=404)
+    assert "Not found" in html and "text/html" in (await browser.get(f"{base_url}/jobs/job/nope")).content_type
