@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +19,22 @@ SERVICES = [
     ("email-worker", ["-m", "services.email_worker"]),
     ("maintenance-worker", ["-m", "services.maintenance_worker"]),
 ]
+
+
+def wait_until_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> bool:
+    """Print the URLs once the api answers /readyz (Postgres and RabbitMQ reachable), not on a guess."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(process.poll() is not None for process in processes):
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
 
 
 def main() -> None:
@@ -32,7 +49,8 @@ def main() -> None:
     ]
     processes += [subprocess.Popen([python, *args], env=env, cwd=ROOT) for _, args in SERVICES]
     host, port = env.get("API_HOST", "127.0.0.1"), env.get("API_PORT", "5000")
-    time.sleep(2)
+    if not wait_until_ready(f"http://{host}:{port}/readyz", processes):
+        print("the api did not become ready; see the logs above", file=sys.stderr)
     print(
         f"""
 eventjobs is running.
