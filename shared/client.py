@@ -154,9 +154,11 @@ class JobClient:
         except BaseException:
             self._after_commit.pop(key, None)
             raise
-        await self.publish(self._after_commit.pop(key, []))
+        # Marked through the caller's connection: it is free now, and asking the pool for a second one
+        # while holding this deadlocks once every pooled connection is held by a caller doing the same.
+        await self.publish(self._after_commit.pop(key, []), connection=connection)
 
-    async def publish(self, rows: list[asyncpg.Record]) -> int:
+    async def publish(self, rows: list[asyncpg.Record], *, connection: asyncpg.Connection | None = None) -> int:
         """Publish committed `enqueued` rows and mark them published; unconfirmed ones stay for the relay."""
         published = []
         for row in rows:
@@ -169,7 +171,9 @@ class JobClient:
                                                                           "error": str(exc)})
                 break
             published.append(row["id"])
-        if published:
+        if published and connection is not None:
+            await job_queries.mark_published(connection, published)
+        elif published:
             await self._mark_published.submit_all(published)
         return len(published)
 
