@@ -3,6 +3,7 @@ dashboard_system.py (recurring, queues, servers), dashboard_actions.py (every PO
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +21,15 @@ from shared.db import jobs as job_queries
 from shared.db import servers as server_queries
 from shared.jobs import DELETABLE, FINAL_STATES, REQUEUEABLE, JobState, QueueClass
 from shared.lifecycle import dead_after
+from shared.worker import Runtime
 
 STATIC = Path(__file__).parent / "static" / "dashboard"
 PAGE_SIZE = 50
 REALTIME_SECONDS = 60
+# Every open overview polls every 2 s; within this many seconds they share one answer instead of
+# each running the counts again.
+REALTIME_REUSE_SECONDS = 1.0
+REALTIME_CACHE = web.AppKey("dashboard_realtime_cache", dict)
 
 routes = web.RouteTableDef()
 
@@ -33,6 +39,7 @@ def setup(app: web.Application) -> None:
     from services.api import dashboard_actions, dashboard_system
 
     auth.install(app)
+    app[REALTIME_CACHE] = {}
     app.middlewares.append(html_errors)
     app.add_routes(routes)
     app.add_routes(dashboard_system.routes)
@@ -46,6 +53,11 @@ def static_url(request: web.Request, filename: str) -> str:
 
 def chart_points(series: list[job_search.SeriesPoint]) -> list[tuple[datetime, int, int]]:
     return [(point.at, point.succeeded, point.failed) for point in series]
+
+
+@routes.get("/jobs/")
+async def trailing_slash(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPMovedPermanently("/jobs")
 
 
 @routes.get("/jobs")
@@ -73,19 +85,23 @@ async def overview(request: web.Request) -> web.Response:
 @routes.get("/jobs/realtime.json")
 async def realtime_json(request: web.Request) -> web.Response:
     """What the overview's graph polls every 2 s: outcomes per second and the counts by state."""
-    runtime = request.app[RUNTIME]
+    cache: dict[str, Any] = request.app[REALTIME_CACHE]
+    now = time.monotonic()
+    if cache.get("body") is None or now - cache["at"] > REALTIME_REUSE_SECONDS:
+        cache.update(body=await realtime_body(request.app[RUNTIME]), at=now)
+    return web.json_response(cache["body"], headers={"Cache-Control": "no-store"})
+
+
+async def realtime_body(runtime: Runtime) -> dict[str, Any]:
     series = await job_search.per_second(runtime.pool, REALTIME_SECONDS)
     counts = await job_search.counts_by_state(runtime.pool)
     servers = await server_queries.list_servers(runtime.pool, dead_after(runtime.settings))
-    return web.json_response(
-        {
-            "counts": {state.value: counts.get(state, 0) for state in STATE_ORDER},
-            "servers_alive": sum(1 for server in servers if not server["dead"]),
-            "series": [{"at": point.at.isoformat(), "succeeded": point.succeeded, "failed": point.failed}
-                       for point in series],
-        },
-        headers={"Cache-Control": "no-store"},
-    )
+    return {
+        "counts": {state.value: counts.get(state, 0) for state in STATE_ORDER},
+        "servers_alive": sum(1 for server in servers if not server["dead"]),
+        "series": [{"at": point.at.isoformat(), "succeeded": point.succeeded, "failed": point.failed}
+                   for point in series],
+    }
 
 
 @routes.get("/jobs/list")
