@@ -40,6 +40,8 @@ class Batcher(Generic[T, R]):
             batch, self._pending = self._pending[: self._max_size], self._pending[self._max_size :]
             try:
                 results = await self._flush([item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise ValueError(f"a flush of {len(batch)} items returned {len(results)} results")
             except Exception as exc:  # every caller of this batch sees the failure of its write
                 for _, future in batch:
                     if not future.done():

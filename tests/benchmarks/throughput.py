@@ -126,9 +126,10 @@ async def bare_aio_pika(env: TestEnvironment, messages: int, publishers: int, pr
                 done.set()
 
         started = time.perf_counter()
-        await consumer_queue.consume(on_message)
+        tag = await consumer_queue.consume(on_message)
         await asyncio.wait_for(done.wait(), 900)
         consume_seconds = time.perf_counter() - started
+        await consumer_queue.cancel(tag)
         await queue.delete(if_unused=False, if_empty=False)
     return Figures(messages / publish_seconds, messages / consume_seconds)
 
