@@ -94,7 +94,7 @@ class JobClient:
             if connection is not None and connection.is_in_transaction():
                 self._after_commit.setdefault(id(connection), []).append(row)
             else:
-                await self.publish([row])
+                await self.publish([row], connection=connection)
         return job
 
     def _new_job(
