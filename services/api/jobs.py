@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -11,6 +12,7 @@ from services.api.errors import ApiError, idempotency_key_header, parse_body, pa
 from services.api.metrics import count_enqueued
 from services.api.openapi import IDEMPOTENCY_KEY, ApiRoutes
 from services.api.schemas import (
+    BulkByIds,
     BulkJobsRequest,
     BulkResultOut,
     JobDetailOut,
@@ -26,6 +28,7 @@ from shared.client import IdempotencyConflict
 from shared.db import job_search
 from shared.db import jobs as job_queries
 from shared.registry import InvalidJobArguments, UnknownJobKind
+from shared.worker import Runtime
 
 routes = ApiRoutes("jobs")
 
@@ -135,31 +138,29 @@ async def enqueue_now(request: web.Request) -> web.Response:
     return await _job_out(request, job_id)
 
 
-def _bulk_filter(body: BulkJobsRequest) -> job_search.JobFilter:
-    return job_search.JobFilter(state=body.state, queue=body.queue, kind=body.kind, q=body.q)
+async def _bulk(
+    request: web.Request,
+    by_ids: Callable[[Runtime, list[uuid.UUID]], Awaitable[operations.BulkResult]],
+    matching: Callable[[Runtime, job_search.JobFilter, int], Awaitable[operations.BulkResult]],
+) -> web.Response:
+    body = (await parse_body(request, BulkJobsRequest)).root
+    runtime = request.app[RUNTIME]
+    if isinstance(body, BulkByIds):
+        result = await by_ids(runtime, body.ids)
+    else:
+        job_filter = job_search.JobFilter(state=body.state, queue=body.queue, kind=body.kind, q=body.q)
+        result = await matching(runtime, job_filter, body.limit)
+    out = BulkResultOut(changed=len(result.changed), skipped=result.skipped, ids=result.changed)
+    return web.json_response(out.model_dump(mode="json"))
 
 
 @routes.post("/api/jobs/bulk-requeue", summary="Requeue jobs by ids, or every job matching a filter with a state",
              body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 422))
 async def bulk_requeue(request: web.Request) -> web.Response:
-    body = await parse_body(request, BulkJobsRequest)
-    runtime = request.app[RUNTIME]
-    if body.ids is not None:
-        result = await operations.requeue_jobs(runtime, body.ids)
-    else:
-        result = await operations.requeue_matching(runtime, _bulk_filter(body), body.limit)
-    out = BulkResultOut(changed=len(result.changed), skipped=result.skipped, ids=result.changed)
-    return web.json_response(out.model_dump(mode="json"))
+    return await _bulk(request, operations.requeue_jobs, operations.requeue_matching)
 
 
 @routes.post("/api/jobs/bulk-delete", summary="Delete jobs by ids, or every job matching a filter with a state",
              body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 422))
 async def bulk_delete(request: web.Request) -> web.Response:
-    body = await parse_body(request, BulkJobsRequest)
-    runtime = request.app[RUNTIME]
-    if body.ids is not None:
-        result = await operations.delete_jobs(runtime, body.ids)
-    else:
-        result = await operations.delete_matching(runtime, _bulk_filter(body), body.limit)
-    out = BulkResultOut(changed=len(result.changed), skipped=result.skipped, ids=result.changed)
-    return web.json_response(out.model_dump(mode="json"))
+    return await _bulk(request, operations.delete_jobs, operations.delete_matching)

@@ -107,13 +107,14 @@ class Management:
         host = parts.hostname or "127.0.0.1"
         netloc = f"[{host}]" if ":" in host else host
         self.base = urlunsplit(parts._replace(netloc=f"{netloc}:{parts.port or 15672}", path="")).rstrip("/")
-        self.auth = aiohttp.BasicAuth(unquote(parts.username or "guest"), unquote(parts.password or "guest"))
+        self.headers = {"Authorization": aiohttp.encode_basic_auth(unquote(parts.username or "guest"),
+                                                                  unquote(parts.password or "guest"))}
         self.vhost = vhost_of(settings.amqp_url)
         self.ui_url = self.base + "/"  # for the dashboard's link; credentials never shown
 
     async def _request(self, method: str, path: str, body: Any = None) -> Any:
         try:
-            async with aiohttp.ClientSession(auth=self.auth, timeout=TIMEOUT) as session, session.request(
+            async with aiohttp.ClientSession(headers=self.headers, timeout=TIMEOUT) as session, session.request(
                 method, f"{self.base}/api/{path}", json=body
             ) as response:
                 if response.status >= 400:

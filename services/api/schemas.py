@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, StrictBool
 
 from shared.jobs import JobState, QueueClass
 
@@ -94,25 +94,26 @@ class JobListOut(BaseModel):
     next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last page")
 
 
-class BulkJobsRequest(BaseModel):
-    """Either explicit ids, or a filter that must name a state (no accidental "everything")."""
+class BulkByIds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=10_000)]
+
+
+class BulkByFilter(BaseModel):
+    """Every job matching the filter; the state is required so nothing bulk-changes everything by accident."""
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=10_000)] | None = None
-    state: JobState | None = None
+    state: JobState
     queue: QueueClass | None = None
     kind: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     q: Annotated[str, Field(max_length=200)] | None = None
     limit: Annotated[int, Field(ge=1, le=10_000)] = 10_000
 
-    @model_validator(mode="after")
-    def _ids_or_state(self) -> BulkJobsRequest:
-        if self.ids is None and self.state is None:
-            raise ValueError("give ids, or a filter with a state")
-        if self.ids is not None and any(value is not None for value in (self.state, self.queue, self.kind, self.q)):
-            raise ValueError("give ids or a filter, not both")
-        return self
+
+class BulkJobsRequest(RootModel[BulkByIds | BulkByFilter]):
+    """Either explicit ids, or a filter that names a state."""
 
 
 class BulkResultOut(BaseModel):
@@ -147,7 +148,7 @@ class RecurringPatch(BaseModel):
     cron: Annotated[str, Field(min_length=1, max_length=200,
                                description="5 crontab fields, or 6 with a leading seconds field")] | None = None
     timezone: Annotated[str, Field(min_length=1, max_length=100, description="IANA time zone")] | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class StatsOut(BaseModel):
