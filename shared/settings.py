@@ -51,7 +51,6 @@ class Settings(BaseSettings):
     scheduler_timezone: str = "UTC"
     scheduler_poll_seconds: float = Field(1.0, gt=0)
     outbox_grace_seconds: float = Field(5.0, ge=0)
-    misfire_grace_seconds: float = Field(3600.0, ge=0)
 
     job_retention_days: int = Field(7, ge=0)
     log_retention_days: int = Field(90, ge=0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -64,3 +67,12 @@ def test_load_settings_exits_with_the_message(
     assert exited.value.code == 2
     message = capsys.readouterr().err
     assert "RETRY_DELAYS" in message and "SCHEDULER_TIMEZONE" in message and "Nowhere/City" in message
+
+
+def test_every_setting_is_read_somewhere() -> None:
+    # A documented variable that no code reads lets an operator change it and see nothing happen.
+    root = Path(__file__).resolve().parents[2]
+    code = "\n".join(path.read_text() for folder in ("shared", "services", "scripts")
+                     for path in (root / folder).rglob("*.py"))
+    unread = [name for name in Settings.model_fields if not re.search(rf"\.{name}\b", code)]
+    assert unread == []
