@@ -91,10 +91,11 @@ class JobClient:
         created = row["id"] == new_job.id
         job = EnqueuedJob(row["id"], row["kind"], JobState(row["state"]), created)
         if created and job.state is JobState.ENQUEUED:
-            if connection is not None and connection.is_in_transaction():
-                self._after_commit.setdefault(id(connection), []).append(row)
-            else:
+            if connection is not None and id(connection) in self._after_commit:
+                self._after_commit[id(connection)].append(row)
+            elif connection is None or not connection.is_in_transaction():
                 await self.publish([row], connection=connection)
+            # else: a plain transaction of the caller's; the outbox relay publishes the row once it commits.
         return job
 
     def _new_job(
@@ -148,6 +149,8 @@ class JobClient:
         a few seconds later; this only makes it immediate.
         """
         key = id(connection)
+        # Registered before the transaction opens: only jobs enqueued inside it are deferred to its commit.
+        self._after_commit[key] = []
         try:
             async with connection.transaction():
                 yield connection
