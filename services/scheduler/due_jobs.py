@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ TRANSIENT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, Time
 # Anything else is a bug or a bad row: logged with its traceback, and the loop goes on after a pause
 # rather than taking the whole scheduler (and the other loops) down with it.
 UNEXPECTED_ERROR_PAUSE_SECONDS = 5.0
+# A retry whose delayed message is this late has lost it; also the wait before republishing it again.
+OVERDUE_RETRY_SECONDS = 60.0
 
 
 @asynccontextmanager
@@ -127,35 +130,45 @@ class OutboxRelay:
         while not self.stop.is_set():
             async with acquire(self.runtime.pool) as connection, connection.transaction():
                 rows = await job_queries.unpublished(connection, self.grace_seconds, BATCH_SIZE)
-                published, broker_down = await self._publish_locked(connection, rows)
+                published, broker_down = await self._publish_locked(rows)
+                # Marked on the connection holding the row locks: another relay skips these rows until
+                # this transaction commits and then no longer sees them, so it never publishes them again.
+                # (JobClient.publish marks through the pool, which would wait on our own locks.)
+                if published:
+                    await job_queries.mark_published(connection, published)
             if rows:
-                log.info("outbox relay published jobs", extra={"count": published, "found": len(rows)})
-            total += published
+                log.info("outbox relay published jobs", extra={"count": len(published), "found": len(rows)})
+            total += len(published)
             if broker_down:
                 log.warning("broker unavailable; the relay tries again",
-                            extra={"unpublished": len(rows) - published})
+                            extra={"unpublished": len(rows) - len(published)})
+                return total
+            if len(rows) < BATCH_SIZE or not published:
                 break
-            if len(rows) < BATCH_SIZE or published == 0:
-                break
-        return total
+        return total + await self.republish_overdue_retries()
 
-    async def _publish_locked(
-        self, connection: asyncpg.Connection, rows: Sequence[asyncpg.Record]
-    ) -> tuple[int, bool]:
-        """How many rows were published, and whether the broker went away before the end."""
-        # Marked published on the connection holding the row locks: another relay skips these rows
-        # until this transaction commits and then no longer sees them, so it never publishes them again.
-        # (JobClient.publish marks through the pool, which would wait on our own locks.)
-        published = []
-        broker_down = False
+    async def republish_overdue_retries(self) -> int:
+        """Retries whose delayed message never came back (dead-lettering out of a delay queue is
+        at-most-once) go straight to their work queue; a copy that does arrive later is skipped by the claim."""
+        async with acquire(self.runtime.pool) as connection, connection.transaction():
+            rows = await job_queries.overdue_retries(connection, OVERDUE_RETRY_SECONDS, BATCH_SIZE)
+            published, _ = await self._publish_locked(rows)
+            if published:
+                await job_queries.postpone_retries(connection, published, OVERDUE_RETRY_SECONDS)
+        if published:
+            log.warning("republished overdue retries", extra={"count": len(published)})
+        return len(published)
+
+    async def _publish_locked(self, rows: Sequence[asyncpg.Record]) -> tuple[list[uuid.UUID], bool]:
+        """The ids published, and whether the broker went away before the end."""
+        published: list[uuid.UUID] = []
         for row in rows:
             try:
                 await self.runtime.broker.publish_job(
                     row["service"], Envelope(row["id"], row["kind"], row["attempt"]), row["priority"]
                 )
             except BrokerUnavailable:
-                broker_down = True
-                break
+                return published, True
             except aio_pika.exceptions.DeliveryError as exc:
                 # No queue takes this service's messages (no process declared it): the row stays for a
                 # later round instead of blocking the rows behind it.
@@ -163,6 +176,4 @@ class OutboxRelay:
                           extra={"job_id": str(row["id"]), "service": row["service"], "error": repr(exc)})
                 continue
             published.append(row["id"])
-        if published:
-            await job_queries.mark_published(connection, published)
-        return len(published), broker_down
+        return published, False

@@ -168,16 +168,39 @@ async def mark_succeeded_many(
 
 async def mark_attempt_failed(
     executor: Executor, job_id: uuid.UUID, worker: str, *, state: JobState, reason: str,
-    error: str, traceback: str | None,
+    error: str, traceback: str | None, retry_in_seconds: float | None = None,
 ) -> bool:
-    """Record a failed attempt as `retrying` (waiting in a delay queue) or `failed` (final)."""
+    """Record a failed attempt as `retrying` (due back in `retry_in_seconds`) or `failed` (final)."""
     status = await executor.execute(
         """UPDATE jobs SET state = $3, state_reason = $4, last_error = $5, last_traceback = $6,
-                           finished_at = CASE WHEN $3 = 'failed' THEN now() END, updated_at = now()
+                           finished_at = CASE WHEN $3 = 'failed' THEN now() END, updated_at = now(),
+                           retry_at = now() + make_interval(secs => $7)
             WHERE id = $1 AND state = 'processing' AND worker = $2""",
-        job_id, worker, state.value, reason, error, traceback,
+        job_id, worker, state.value, reason, error, traceback, retry_in_seconds,
     )
     return bool(status == "UPDATE 1")
+
+
+async def overdue_retries(
+    connection: asyncpg.Connection, overdue_seconds: float, limit: int
+) -> list[asyncpg.Record]:
+    """`retrying` jobs whose delayed message should have come back long ago, locked for the caller."""
+    return await connection.fetch(
+        f"""SELECT {CLAIMED_COLUMNS} FROM jobs
+             WHERE state = 'retrying' AND retry_at < now() - make_interval(secs => $1)
+             ORDER BY retry_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED""",
+        overdue_seconds, limit,
+    )
+
+
+async def postpone_retries(connection: asyncpg.Connection, job_ids: Sequence[uuid.UUID], seconds: float) -> None:
+    """Give republished retries time to reach a worker before they count as overdue again."""
+    await connection.execute(
+        "UPDATE jobs SET retry_at = now() + make_interval(secs => $2) WHERE id = ANY($1::uuid[])",
+        list(job_ids), seconds,
+    )
 
 
 async def release(executor: Executor, job_ids: Sequence[uuid.UUID], worker: str, reason: str) -> None:

@@ -102,6 +102,7 @@ class Consumer:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._inflight: dict[asyncio.Task[Any], uuid.UUID | None] = {}
+        self._stopping = False
         self._running: dict[uuid.UUID, asyncio.Task[Any]] = {}
         # Deliveries arriving together share one claim, and jobs finishing together one
         # `succeeded` write: one round trip and one commit each instead of one per job.
@@ -120,6 +121,7 @@ class Consumer:
 
     async def stop(self, timeout: float) -> None:
         """Stop taking work, let in-flight jobs finish up to `timeout`, then requeue the rest."""
+        self._stopping = True
         if self._queue is not None and self._consumer_tag is not None:
             try:
                 await self._queue.cancel(self._consumer_tag)
@@ -150,7 +152,8 @@ class Consumer:
         assert task is not None
         try:
             async with self._slots:
-                outcome = await self._process(message, task)
+                # A prefetched delivery that waited for a slot past SIGTERM goes back untouched.
+                outcome = Outcome.REQUEUE if self._stopping else await self._process(message, task)
         except asyncio.CancelledError:
             # Shutdown ran out of patience: hand the job back, never to the parking lot.
             job_id = self._inflight.get(task)
@@ -243,7 +246,7 @@ class Consumer:
             reason = f"{failure.reason}; retry in {decision.delay_seconds}s"
             if not await job_queries.mark_attempt_failed(
                 self.pool, row["id"], self.worker_id, state=JobState.RETRYING, reason=reason,
-                error=failure.error, traceback=failure.traceback,
+                error=failure.error, traceback=failure.traceback, retry_in_seconds=decision.delay_seconds,
             ):
                 return Outcome.ACK  # taken over or deleted meanwhile: not ours to retry
             try:

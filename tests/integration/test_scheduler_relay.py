@@ -127,3 +127,27 @@ async def test_the_relay_keeps_going_through_a_broker_outage(
         await eventually(count_in(runtime, during, "state = 'succeeded'"), timeout=90,  # type: ignore[arg-type]
                          what="jobs committed during the outage to succeed after it")
         assert not scheduler.task.done()
+
+
+async def test_a_retry_whose_delayed_message_was_lost_is_republished_once_long_overdue(
+    runtime: Runtime, start_worker: StartWorker, start_scheduler: StartScheduler
+) -> None:
+    lost, pending = await enqueue_without_publishing(runtime, 2)
+    # Both wait for a retry and no message exists for either: `lost` was due two minutes ago (its
+    # delayed message vanished), `pending` a moment ago (its message may still be on its way).
+    await runtime.pool.execute(
+        """UPDATE jobs SET state = 'retrying', attempt = 1, published_at = now(),
+                           retry_at = now() - CASE WHEN id = $1 THEN interval '2 minutes' ELSE interval '5 seconds' END
+            WHERE id = ANY($2::uuid[])""",
+        lost, [lost, pending],
+    )
+    await start_worker()
+    await start_scheduler()
+
+    await eventually(count_in(runtime, [lost], "state = 'succeeded'"), timeout=60,
+                     what="the overdue retry to be republished and succeed")
+    states = await runtime.pool.fetch(
+        "SELECT state, count(*) AS n FROM job_states WHERE job_id = $1 GROUP BY state", lost
+    )
+    assert {row["state"]: row["n"] for row in states}.get("processing") == 1  # run once, not per sweep
+    assert await runtime.pool.fetchval("SELECT state FROM jobs WHERE id = $1", pending) == "retrying"
