@@ -40,7 +40,7 @@ async def heartbeat(
             try:
                 await servers.beat(pool, server_id, service=service, host=socket.gethostname(),
                                    pid=os.getpid(), queues=queues, concurrency=concurrency)
-            except (OSError, asyncpg.PostgresError):
+            except Exception:  # a lost connection must not end the heartbeat, and with it the process
                 log.warning("heartbeat failed", exc_info=True)
             await asyncio.sleep(interval)
 

@@ -8,7 +8,7 @@ from shared.db import jobs as job_queries
 from shared.messaging.topology import work_queue
 from shared.worker import Runtime
 from tests.conftest import StartWorker
-from tests.support.broker_probe import consumer_count, dead_letters
+from tests.support.broker_probe import consumer_count, dead_letters, ready_count
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import TEST_SERVICE, gate
 from tests.support.waiting import eventually
@@ -72,3 +72,44 @@ async def test_a_job_longer_than_the_timeout_is_put_back_and_runs_on_the_next_wo
     ]
     assert history[1]["worker"] != history[3]["worker"]
     assert await dead_letters(env.amqp_url) == []
+
+
+async def test_deliveries_prefetched_beyond_the_concurrency_do_not_start_during_shutdown(
+    env: TestEnvironment, runtime: Runtime, start_worker: StartWorker
+) -> None:
+    stop = await start_worker(concurrency=1, worker_prefetch=3, shutdown_timeout_seconds=30)
+    name = f"busy-{uuid.uuid4().hex[:6]}"
+    busy = await runtime.client.enqueue("test.gate", {"gate": name})
+    assert busy is not None
+    await eventually(lambda: _state_is(runtime, busy.id, "processing"), what="the gated job to start")
+    waiting = [await runtime.client.enqueue("test.noop", {"n": n}) for n in range(2)]
+    waiting_ids = [job.id for job in waiting if job is not None]
+
+    async def all_delivered() -> bool:
+        return await ready_count(env.amqp_url, work_queue(TEST_SERVICE)) == 0
+
+    await eventually(all_delivered, what="both jobs to be prefetched by the busy worker")
+    stop.set()
+    await eventually(lambda: _consumers_gone(env), what="the worker to stop consuming")
+    gate(name).set()
+
+    async def worker_gone() -> bool:
+        return await runtime.pool.fetchval("SELECT count(*) FROM servers") == 0
+
+    await eventually(worker_gone, what="the worker to finish its shutdown")
+    assert await job_queries.job_state(runtime.pool, busy.id) == "succeeded"
+    for job_id in waiting_ids:
+        assert [row["state"] for row in await job_queries.job_history(runtime.pool, job_id)] == ["enqueued"]
+
+    await start_worker()
+    for job_id in waiting_ids:
+        await eventually(lambda job_id=job_id: _state_is(runtime, job_id, "succeeded"),  # type: ignore[misc]
+                         what="the handed-back jobs to run on the next worker")
+
+
+async def _state_is(runtime: Runtime, job_id: uuid.UUID, state: str) -> bool:
+    return await job_queries.job_state(runtime.pool, job_id) == state
+
+
+async def _consumers_gone(env: TestEnvironment) -> bool:
+    return await consumer_count(env.amqp_url, work_queue(TEST_SERVICE)) == 0

@@ -46,3 +46,15 @@ async def consumer_count(amqp_url: str, queue_name: str) -> int:
         return queue.declaration_result.consumer_count
     finally:
         await connection.close()
+
+
+async def ready_count(amqp_url: str, queue_name: str) -> int:
+    """Messages waiting in the queue, not yet delivered to any consumer (live, from a passive declare)."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        assert queue.declaration_result.message_count is not None
+        return queue.declaration_result.message_count
+    finally:
+        await connection.close()
