@@ -218,3 +218,23 @@ async def test_an_operator_finds_a_failed_job_fixes_it_and_steers_recurring_jobs
     assert await state_of(runtime, failing.id) == "succeeded"
     paused: Any = await runtime.pool.fetchval("SELECT enabled FROM recurring_jobs WHERE id = 'cleanup-expired-events'")
     assert paused is False
+
+
+async def test_the_recurring_page_fits_a_laptop_window_with_long_time_zones(
+    browser: Browser, base_url: str, runtime: Runtime
+) -> None:
+    await runtime.pool.execute(
+        """INSERT INTO recurring_jobs (id, kind, args, cron, timezone)
+           VALUES ('remind-buenos-aires', 'test.noop', '{}', '0 9 * * 1-5', 'America/Argentina/Buenos_Aires')""")
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(STEP_TIMEOUT_MS)
+    for path in ("/jobs/recurring", "/jobs/recurring?edit=remind-buenos-aires"):
+        await page.goto(f"{base_url}{path}")
+        await expect(page.locator("#rec-remind-buenos-aires")).to_contain_text("Buenos_Aires")
+        overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{path} is {overflow}px wider than the window: the page scrolls sideways"
+    # A window narrower than the table scrolls the table, not the page with its header.
+    await page.set_viewport_size({"width": 900, "height": 800})
+    await page.goto(f"{base_url}/jobs/recurring")
+    assert await page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    await expect(page.get_by_role("button", name="Trigger now").first).to_be_visible()
