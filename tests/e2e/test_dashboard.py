@@ -238,3 +238,21 @@ async def test_the_recurring_page_fits_a_laptop_window_with_long_time_zones(
     await page.goto(f"{base_url}/jobs/recurring")
     assert await page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
     await expect(page.get_by_role("button", name="Trigger now").first).to_be_visible()
+
+
+async def test_the_job_list_fits_a_1024_px_window_with_long_kind_names(
+    browser: Browser, base_url: str, runtime: Runtime
+) -> None:
+    await runtime.pool.execute(
+        """INSERT INTO jobs (id, kind, args, queue, service, priority, state, max_attempts, last_error)
+           VALUES (gen_random_uuid(), 'maintenance.cleanup_expired_events', '{}', 'low', 'maintenance', 1,
+                   'failed', 3, 'boom'),
+                  (gen_random_uuid(), 'email.send', '{"to": "wide@example.com", "subject": "a fairly long subject"}',
+                   'default', 'email', 5, 'failed', 3, 'SmtpDeferred: 451 try again later')""")
+    page = await browser.new_page(viewport={"width": 1024, "height": 800})
+    page.set_default_timeout(STEP_TIMEOUT_MS)
+    for path in ("/jobs/list", "/jobs/list?state=failed"):
+        await page.goto(f"{base_url}{path}")
+        await expect(page.locator("table.jobs-table")).to_contain_text("cleanup_expired_events")
+        right = await page.evaluate("document.querySelector('table.jobs-table').getBoundingClientRect().right")
+        assert right <= 1024, f"{path}: the table ends at {right}px, past the window; its Changed column is cut off"
