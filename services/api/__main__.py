@@ -8,7 +8,8 @@ import logging
 from aiohttp import web
 
 from services.api.app import create_app
-from shared.lifecycle import run_service
+from services.api.typedefs import RUNTIME
+from shared.lifecycle import heartbeat, new_server_id, run_service
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,10 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     await site.start()
     log.info("api listening", extra={"url": f"http://{settings.api_host}:{settings.api_port}/"})
     try:
-        await stop.wait()
+        # Like every process, the api shows on the Servers page; it holds no jobs, so no queues.
+        async with heartbeat(runner.app[RUNTIME].pool, new_server_id("api"), service="api", queues=[],
+                             concurrency=0, interval=settings.heartbeat_seconds):
+            await stop.wait()
     finally:
         await runner.cleanup()
 
