@@ -9,9 +9,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-MAIL_DIR = ROOT / "var" / "mail"
+MAIL_DIR = Path(os.environ.get("MAIL_DIR", ROOT / "var" / "mail"))
 
 SERVICES = [
     ("api", ["-m", "services.api"]),
@@ -49,6 +50,8 @@ def main() -> None:
     ]
     processes += [subprocess.Popen([python, *args], env=env, cwd=ROOT) for _, args in SERVICES]
     host, port = env.get("API_HOST", "127.0.0.1"), env.get("API_PORT", "5000")
+    management = urlsplit(env.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/"))
+    rabbitmq_ui = f"{management.scheme}://{management.hostname}:{management.port or 15672}/"
     if not wait_until_ready(f"http://{host}:{port}/readyz", processes):
         print("the api did not become ready; see the logs above", file=sys.stderr)
     print(
@@ -58,7 +61,7 @@ eventjobs is running.
   API docs       http://{host}:{port}/api/docs
   Dashboard      http://{host}:{port}/jobs
   Metrics        http://{host}:{port}/metrics
-  RabbitMQ UI    http://127.0.0.1:15672/            (guest / guest)
+  RabbitMQ UI    {rabbitmq_ui}            (guest / guest)
   Sent mail      {MAIL_DIR}/   (SMTP sink on 127.0.0.1:{env['SMTP_PORT']})
 
 Enqueue a job:

@@ -1,0 +1,85 @@
+"""The README's first command: `make run` brings the whole system up and says how to use it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.support.environment import TestEnvironment
+from tests.support.smtp import free_port
+from tests.support.waiting import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def read_until(stream: asyncio.StreamReader, marker: str, timeout: float) -> str:
+    """Everything printed up to and including the line holding `marker`."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not any(marker in line for line in seen):
+        remaining = deadline - time.monotonic()
+        line = await asyncio.wait_for(stream.readline(), max(remaining, 0.01))
+        if not line:
+            raise AssertionError(f"`make run` ended before printing {marker!r}:\n" + "".join(seen))
+        seen.append(line.decode(errors="replace"))
+    return "".join(seen)
+
+
+async def test_make_run_starts_everything_prints_where_to_look_and_stops_on_ctrl_c(
+    env: TestEnvironment, tmp_path: Path
+) -> None:
+    api_port, smtp_port = free_port(), free_port()
+    process_env = env.process_env(api_port=api_port, smtp_port=smtp_port)
+    process_env.update(MAIL_DIR=str(tmp_path / "mail"), PYTHONUNBUFFERED="1")
+    # Its own session, so Ctrl-C can be sent to the whole group as a terminal would.
+    make = await asyncio.create_subprocess_exec(
+        "make", "--no-print-directory", "run", cwd=ROOT, env=process_env, start_new_session=True,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert make.stdout is not None
+        printed = await read_until(make.stdout, "Ctrl-C stops everything", timeout=120)
+        base = f"http://127.0.0.1:{api_port}"
+        for line in (f"{base}/api/docs", f"{base}/jobs", "RabbitMQ UI", str(tmp_path / "mail")):
+            assert line in printed, printed
+        assert re.search(rf"curl -X POST {re.escape(base)}/api/users", printed), printed
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/readyz") as response:
+                assert response.status == 200
+            user = {"email": "newcomer@example.com", "name": "New"}
+            async with http.post(f"{base}/api/users", json=user) as response:
+                assert response.status == 201, await response.text()
+
+        async def welcome_mail() -> list[Path]:
+            return [path for path in (tmp_path / "mail").glob("*.eml") if b"newcomer@example.com" in path.read_bytes()]
+
+        await eventually(welcome_mail, timeout=60, what="the welcome email in the printed mail folder")
+    finally:
+        if make.returncode is None:
+            os.killpg(make.pid, signal.SIGINT)
+        await asyncio.wait_for(make.wait(), 60)
+
+    async def services_gone() -> bool:
+        return await env_servers(env) == 0
+
+    await eventually(services_gone, timeout=30, what="every service to stop and remove its heartbeat")
+
+
+async def env_servers(env: TestEnvironment) -> int:
+    connection = await asyncpg.connect(env.database_url)
+    try:
+        count: int = await connection.fetchval("SELECT count(*) FROM servers")
+        return count
+    finally:
+        await connection.close()
