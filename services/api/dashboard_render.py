@@ -80,7 +80,7 @@ def common_context(request: web.Request) -> dict[str, Any]:
     notice = NOTICES.get(request.query.get("done", ""))
     count = request.query.get("n")
     if notice and count and count.isdigit():
-        notice = f"{notice} ({count} jobs)"
+        notice = f"{notice} ({count} job{'' if count == '1' else 's'})"
     return {
         "csrf_field": CSRF_FIELD,
         "csrf_token": request.get(CSRF_TOKEN, ""),
