@@ -256,3 +256,31 @@ async def test_the_job_list_fits_a_1024_px_window_with_long_kind_names(
         await expect(page.locator("table.jobs-table")).to_contain_text("cleanup_expired_events")
         right = await page.evaluate("document.querySelector('table.jobs-table').getBoundingClientRect().right")
         assert right <= 1024, f"{path}: the table ends at {right}px, past the window; its Changed column is cut off"
+
+
+async def test_deleting_asks_first_and_a_declined_question_deletes_nothing(
+    browser: Browser, base_url: str, runtime: Runtime
+) -> None:
+    job = await runtime.client.enqueue("test.noop", {"n": 1}, delay=3600)
+    assert job is not None
+    page = await browser.new_page()
+    page.set_default_timeout(STEP_TIMEOUT_MS)
+    questions: list[str] = []
+    answer = {"accept": False}
+
+    async def reply(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        await (dialog.accept() if answer["accept"] else dialog.dismiss())
+
+    page.on("dialog", reply)
+    await page.goto(f"{base_url}/jobs/job/{job.id}")
+    await page.get_by_role("button", name="Delete").click()
+    await expect(page.locator("body")).to_contain_text("scheduled")
+    assert questions == ["Delete this job?"]
+    assert await job_queries.job_state(runtime.pool, job.id) == "scheduled"
+
+    answer["accept"] = True
+    await page.get_by_role("button", name="Delete").click()
+    await expect(page.locator(".notice")).to_contain_text("Job deleted.")
+    assert questions == ["Delete this job?", "Delete this job?"]
+    assert await job_queries.job_state(runtime.pool, job.id) == "deleted"
