@@ -36,25 +36,22 @@ async def dead_letters(amqp_url: str) -> list[DeadLetter]:
         await connection.close()
 
 
-async def consumer_count(amqp_url: str, queue_name: str) -> int:
-    """Live from a passive declare (the management API's figures lag by seconds)."""
+async def _passive_declare(amqp_url: str, queue_name: str) -> tuple[int, int]:
+    """(ready messages, consumers) live from a passive declare; the management API's figures lag by seconds."""
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
-        queue = await channel.declare_queue(queue_name, passive=True)
-        assert queue.declaration_result.consumer_count is not None
-        return queue.declaration_result.consumer_count
+        result = (await channel.declare_queue(queue_name, passive=True)).declaration_result
+        assert result.message_count is not None and result.consumer_count is not None
+        return result.message_count, result.consumer_count
     finally:
         await connection.close()
+
+
+async def consumer_count(amqp_url: str, queue_name: str) -> int:
+    return (await _passive_declare(amqp_url, queue_name))[1]
 
 
 async def ready_count(amqp_url: str, queue_name: str) -> int:
-    """Messages waiting in the queue, not yet delivered to any consumer (live, from a passive declare)."""
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(queue_name, passive=True)
-        assert queue.declaration_result.message_count is not None
-        return queue.declaration_result.message_count
-    finally:
-        await connection.close()
+    """Messages waiting in the queue, not yet delivered to any consumer."""
+    return (await _passive_declare(amqp_url, queue_name))[0]
