@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aio_pika
 import pytest
@@ -15,7 +13,7 @@ from shared.worker import Runtime
 from tests.conftest import StartWorker
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import TEST_SERVICE
-from tests.support.proxy import TcpProxy
+from tests.support.proxy import running_proxy
 from tests.support.scheduler import (  # noqa: F401  (fixtures)
     LogRecorder,
     StartScheduler,
@@ -89,22 +87,12 @@ async def test_two_relays_split_the_work_and_publish_each_job_once(
     assert sorted(published) == sorted(str(job_id) for job_id in ids)
 
 
-@asynccontextmanager
-async def proxy_for(url: str) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy.for_url(url)
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.close()
-
-
 async def test_the_relay_keeps_going_through_a_broker_outage(
     env: TestEnvironment, runtime: Runtime, start_worker: StartWorker, start_scheduler: StartScheduler,
     scheduler_logs: LogRecorder,
 ) -> None:
     await start_worker()
-    async with proxy_for(env.amqp_url) as proxy:
+    async with running_proxy(env.amqp_url) as proxy:
         scheduler = await start_scheduler(amqp_url=proxy.url(env.amqp_url), outbox_grace_seconds=0.5)
         first = await enqueue_without_publishing(runtime, 20)
         await eventually(count_in(runtime, first, "state = 'succeeded'"), timeout=60,  # type: ignore[arg-type]

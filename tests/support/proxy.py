@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -91,3 +93,14 @@ class TcpProxy:
             # One side gone: drop the other too, so neither end waits on a half-open link.
             target.transport.abort()
             self._writers.discard(target)
+
+
+@asynccontextmanager
+async def running_proxy(url: str) -> AsyncIterator[TcpProxy]:
+    """A proxy in front of the server of `url`, closed afterwards."""
+    proxy = TcpProxy.for_url(url)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
