@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from services.api.app import create_app
 from tests.conftest import StartWorker
+from tests.support.api_probe import platform_api
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import test_registry
 from tests.support.waiting import eventually
@@ -17,8 +17,7 @@ from tests.support.waiting import eventually
 
 @pytest.fixture
 async def api(env: TestEnvironment) -> AsyncIterator[TestClient[Any, Any]]:
-    app = create_app(env.settings(), registry=test_registry())
-    async with TestClient(TestServer(app)) as client:
+    async with platform_api(env, registry=test_registry()) as client:
         yield client
 
 

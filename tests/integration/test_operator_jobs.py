@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from services.api.app import create_app
 from tests.conftest import StartWorker
+from tests.support.api_probe import platform_api
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import BROKEN, test_registry
 from tests.support.waiting import eventually
@@ -20,8 +20,7 @@ Client = TestClient[Any, Any]
 
 @pytest.fixture
 async def api(env: TestEnvironment) -> AsyncIterator[Client]:
-    app = create_app(env.settings(), registry=test_registry())
-    async with TestClient(TestServer(app)) as client:
+    async with platform_api(env, registry=test_registry()) as client:
         yield client
 
 

@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from services.api.app import create_app
 from shared.worker import Runtime
 from tests.conftest import StartWorker
+from tests.support.api_probe import platform_api
 from tests.support.environment import Management, TestEnvironment
 from tests.support.kinds import test_registry
 from tests.support.waiting import eventually
@@ -20,8 +20,7 @@ Client = TestClient[Any, Any]
 
 @pytest.fixture
 async def api(env: TestEnvironment) -> AsyncIterator[Client]:
-    app = create_app(env.settings(), registry=test_registry())
-    async with TestClient(TestServer(app)) as client:
+    async with platform_api(env, registry=test_registry()) as client:
         yield client
 
 
@@ -116,9 +115,8 @@ async def test_queues_show_depth_consumers_and_the_parking_lot(
 async def test_an_unreachable_management_api_is_a_note_not_an_error(
     env: TestEnvironment, management: Management
 ) -> None:
-    app = create_app(env.settings(rabbitmq_management_url="http://guest:guest@127.0.0.1:9/"),
-                     registry=test_registry())
-    async with TestClient(TestServer(app)) as client:
+    unreachable = "http://guest:guest@127.0.0.1:9/"
+    async with platform_api(env, test_registry(), rabbitmq_management_url=unreachable) as client:
         response = await client.get("/api/queues")
         assert response.status == 200
         body = await response.json()

@@ -6,20 +6,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aio_pika
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.api.app import create_app
 from shared.messaging.topology import work_queue
+from shared.registry import Registry
+from tests.support.broker_probe import ready_count
 from tests.support.environment import TestEnvironment
 
 WRITTEN_TABLES = ("users", "events", "participants", "jobs", "job_states", "emails")
 
 
 @asynccontextmanager
-async def platform_api(env: TestEnvironment, **overrides: Any) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(create_app(env.settings(**overrides)))) as client:
+async def platform_api(
+    env: TestEnvironment, registry: Registry | None = None, **overrides: Any
+) -> AsyncIterator[TestClient[Any, Any]]:
+    """The app in-process on a test server; the platform's job kinds unless given another registry."""
+    async with TestClient(TestServer(create_app(env.settings(**overrides), registry=registry))) as client:
         yield client
 
 
@@ -32,13 +36,5 @@ async def row_counts(env: TestEnvironment) -> dict[str, int]:
 
 
 async def queue_depth(env: TestEnvironment, service: str = "email") -> int:
-    """Ready messages in the service's queue, live from a passive declare (management figures lag)."""
-    connection = await aio_pika.connect(env.amqp_url)
-    try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(work_queue(service), passive=True)
-        count = queue.declaration_result.message_count
-        assert count is not None
-        return count
-    finally:
-        await connection.close()
+    """Ready messages in the service's queue."""
+    return await ready_count(env.amqp_url, work_queue(service))
