@@ -5,6 +5,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
+import asyncpg
 import pytest
 
 from shared.lifecycle import run_service  # noqa: F401  (imported so a broken import fails collection early)
@@ -20,6 +21,7 @@ from tests.support.environment import (
     test_environment,
 )
 from tests.support.kinds import TEST_HANDLERS, TEST_SERVICE, test_registry
+from tests.support.smtp import SmtpSink, running_sink
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +41,21 @@ async def env(template_database: str, management: Management) -> AsyncIterator[T
     """A fresh database (cloned from the migrated template) and a fresh RabbitMQ vhost."""
     async with test_environment(template_database, management) as environment:
         yield environment
+
+
+@pytest.fixture
+async def db(env: TestEnvironment) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the test's database, for reading what the code under test wrote."""
+    connection = await asyncpg.connect(env.database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[SmtpSink]:
+    """An aiosmtpd server in the test that records what it receives."""
+    async with running_sink() as running:
+        yield running
 
 
 @pytest.fixture

@@ -7,19 +7,11 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.support.smtp import SmtpSink, running_sink
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.e2e)
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[SmtpSink]:
-    async with running_sink() as started:
-        yield started
 
 
 @pytest.fixture

@@ -26,13 +26,6 @@ async def services(env: TestEnvironment, sink: SmtpSink) -> AsyncIterator[Runnin
         yield running
 
 
-@pytest.fixture
-async def db(env: TestEnvironment) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(env.database_url)
-    yield connection
-    await connection.close()
-
-
 async def call(http: aiohttp.ClientSession, method: str, url: str, body: dict[str, Any] | None = None,
                status: int = 201) -> dict[str, Any]:
     async with http.request(method, url, json=body) as response:

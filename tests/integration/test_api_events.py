@@ -25,13 +25,6 @@ async def api(env: TestEnvironment) -> AsyncIterator[TestClient[Any, Any]]:
         yield client
 
 
-@pytest.fixture
-async def db(env: TestEnvironment) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(env.database_url)
-    yield connection
-    await connection.close()
-
-
 def at(delta: timedelta) -> datetime:
     return (datetime.now(UTC) + delta).replace(microsecond=0)
 

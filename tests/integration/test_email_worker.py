@@ -18,14 +18,8 @@ from shared.worker import Runtime, open_runtime
 from tests.conftest import StartWorker
 from tests.support.domain_rows import insert_event, insert_participants
 from tests.support.environment import TestEnvironment
-from tests.support.smtp import SmtpSink, running_sink
+from tests.support.smtp import SmtpSink
 from tests.support.waiting import eventually
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[SmtpSink]:
-    async with running_sink() as running:
-        yield running
 
 
 @pytest.fixture

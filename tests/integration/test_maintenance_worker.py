@@ -21,17 +21,11 @@ from tests.conftest import StartWorker
 from tests.support.domain_rows import insert_event, insert_participants
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import TEST_HANDLERS, TEST_SERVICE, test_registry
-from tests.support.smtp import SmtpSink, running_sink
+from tests.support.smtp import SmtpSink
 from tests.support.waiting import eventually
 
 ADMINS = ["ops@example.com", "boss@example.com"]
 TIMEZONE = "America/New_York"
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[SmtpSink]:
-    async with running_sink() as running:
-        yield running
 
 
 @pytest.fixture
