@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-Executor = asyncpg.Connection | asyncpg.Pool
+from shared.db.jobs import Executor
 
 # The job kinds an event schedules for itself; they carry {"event_id": ...} as arguments.
 EVENT_JOB_KINDS = ("event.reminder", "event.starting_soon")

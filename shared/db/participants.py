@@ -6,7 +6,7 @@ import uuid
 
 import asyncpg
 
-Executor = asyncpg.Connection | asyncpg.Pool
+from shared.db.jobs import Executor
 
 
 async def insert_participant(

@@ -6,7 +6,7 @@ import uuid
 
 import asyncpg
 
-Executor = asyncpg.Connection | asyncpg.Pool
+from shared.db.jobs import Executor
 
 
 async def insert_user(executor: Executor, user_id: uuid.UUID, email: str, name: str) -> asyncpg.Record | None:
