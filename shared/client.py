@@ -14,6 +14,7 @@ import asyncpg
 
 from shared.batching import Batcher
 from shared.db import jobs as job_queries
+from shared.db.pool import acquire
 from shared.jobs import JobState, QueueClass
 from shared.messaging.broker import Broker, BrokerUnavailable
 from shared.messaging.envelope import Envelope
@@ -82,8 +83,8 @@ class JobClient:
             fire_time=fire_time,
         )
         if connection is None:
-            async with self.pool.acquire() as own:
-                row = await self._insert(own, new_job)  # type: ignore[arg-type]
+            async with acquire(self.pool) as own:
+                row = await self._insert(own, new_job)
         else:
             row = await self._insert(connection, new_job)
         if row is None:

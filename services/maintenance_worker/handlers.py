@@ -7,6 +7,7 @@ from typing import Any
 from services.maintenance_worker.report import gather_report, report_window
 from shared.client import IdempotencyConflict
 from shared.db import maintenance, reports
+from shared.db.pool import acquire
 from shared.kinds import NoArgs
 from shared.lifecycle import dead_after
 from shared.messaging.broker import BrokerUnavailable
@@ -72,7 +73,7 @@ class MaintenanceHandlers:
 
     async def reap_dead_servers(self, ctx: JobContext, args: NoArgs) -> dict[str, Any]:
         threshold = dead_after(self.settings)
-        async with ctx.pool.acquire() as connection, connection.transaction():
+        async with acquire(ctx.pool) as connection, connection.transaction():
             requeued = await maintenance.requeue_orphaned_jobs(connection, threshold)
             failed = await maintenance.fail_orphaned_jobs(connection, threshold)
             removed = await maintenance.delete_dead_servers(connection, threshold)

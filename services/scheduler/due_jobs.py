@@ -6,16 +6,15 @@ import asyncio
 import logging
 import statistics
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import cast
 
 import aio_pika
 import asyncpg
 
 from services.scheduler.wakeup import wait_any
 from shared.db import jobs as job_queries
+from shared.db.pool import acquire
 from shared.messaging.broker import BrokerUnavailable
 from shared.messaging.envelope import Envelope
 from shared.worker import Runtime
@@ -33,13 +32,6 @@ TRANSIENT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, Time
 UNEXPECTED_ERROR_PAUSE_SECONDS = 5.0
 # A retry whose delayed message is this late has lost it; also the wait before republishing it again.
 OVERDUE_RETRY_SECONDS = 60.0
-
-
-@asynccontextmanager
-async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection typed as the Connection the named queries take."""
-    async with pool.acquire() as proxy:
-        yield cast(asyncpg.Connection, proxy)
 
 
 def _milliseconds(seconds: Sequence[float]) -> dict[str, float]:

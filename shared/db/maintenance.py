@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from shared.db.jobs import CLAIMED_COLUMNS, Executor
-
-# A connection inside the caller's transaction, whether opened directly or taken from the pool.
-Connection = asyncpg.Connection | PoolConnectionProxy
 
 # Deletes go in batches so a big backlog never holds long locks or one huge transaction.
 DELETE_BATCH = 5000
@@ -62,7 +58,7 @@ async def _delete_in_batches(executor: Executor, sql: str, days: int, batch: int
             return total
 
 
-async def requeue_orphaned_jobs(connection: Connection, dead_after_seconds: float) -> list[asyncpg.Record]:
+async def requeue_orphaned_jobs(connection: asyncpg.Connection, dead_after_seconds: float) -> list[asyncpg.Record]:
     """Jobs `processing` on a server that stopped heartbeating, back to `enqueued` with a reason.
 
     The interrupted attempt still counts, so a job that kills its worker every time runs out of attempts.
@@ -77,7 +73,7 @@ async def requeue_orphaned_jobs(connection: Connection, dead_after_seconds: floa
     )
 
 
-async def fail_orphaned_jobs(connection: Connection, dead_after_seconds: float) -> list[asyncpg.Record]:
+async def fail_orphaned_jobs(connection: asyncpg.Connection, dead_after_seconds: float) -> list[asyncpg.Record]:
     """Orphaned jobs whose interrupted attempt was their last: `failed`, like any exhausted job."""
     return await connection.fetch(
         f"""UPDATE jobs
@@ -91,7 +87,7 @@ async def fail_orphaned_jobs(connection: Connection, dead_after_seconds: float) 
     )
 
 
-async def delete_dead_servers(connection: Connection, dead_after_seconds: float) -> list[str]:
+async def delete_dead_servers(connection: asyncpg.Connection, dead_after_seconds: float) -> list[str]:
     rows = await connection.fetch(
         "DELETE FROM servers WHERE last_heartbeat < now() - make_interval(secs => $1) RETURNING id",
         dead_after_seconds,

@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
-
-Pool = asyncpg.Pool
-Connection = asyncpg.Connection
 
 
 async def init_connection(connection: asyncpg.Connection) -> None:
@@ -34,3 +31,10 @@ async def open_pool(database_url: str, **kwargs: Any) -> AsyncIterator[asyncpg.P
         yield pool
     finally:
         await pool.close()
+
+
+@asynccontextmanager
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection typed as the Connection the named queries take (the proxy forwards every method)."""
+    async with pool.acquire() as proxy:
+        yield cast(asyncpg.Connection, proxy)
