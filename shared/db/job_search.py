@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from shared.db.jobs import Executor
-from shared.jobs import DELETABLE, REQUEUEABLE, JobState
+from shared.jobs import REQUEUEABLE, JobState
 
 # Columns of a list row: everything but the potentially large traceback and result.
 LIST_COLUMNS = """id, kind, args, queue, service, priority, state, state_reason, attempt, max_attempts, run_at,
@@ -267,11 +267,3 @@ async def enqueue_scheduled_now(executor: Executor, job_id: uuid.UUID, reason: s
         RETURNING *""",
         job_id, reason,
     )
-
-
-def deletable_states() -> list[str]:
-    return sorted(state.value for state in DELETABLE)
-
-
-def requeueable_states() -> list[str]:
-    return sorted(state.value for state in REQUEUEABLE)

@@ -79,38 +79,15 @@ async def mark_published(executor: Executor, job_ids: Sequence[uuid.UUID]) -> No
     )
 
 
-async def claim(
-    executor: Executor, job_id: uuid.UUID, worker: str, *, redelivered: bool, dead_after_seconds: float
-) -> asyncpg.Record | None:
-    """Take the job for `worker`; None when it is finished, deleted, or alive in another worker.
-
-    A job still `processing` is taken over when RabbitMQ redelivered its message (the previous
-    holder's channel closed) or when its holder stopped heartbeating.
-    """
-    return await executor.fetchrow(
-        f"""UPDATE jobs
-               SET state = 'processing', attempt = attempt + 1, worker = $2,
-                   started_at = now(), updated_at = now(), finished_at = NULL,
-                   state_reason = CASE WHEN state = 'processing'
-                                       THEN 'taken over from ' || coalesce(worker, 'unknown worker') END
-             WHERE id = $1
-               AND (state = ANY($3::text[])
-                    OR (state = 'processing'
-                        AND ($4 OR NOT EXISTS (
-                               SELECT 1 FROM servers s
-                                WHERE s.id = jobs.worker
-                                  AND s.last_heartbeat > now() - make_interval(secs => $5)))))
-         RETURNING {CLAIMED_COLUMNS}""",
-        job_id, worker, ["enqueued", "retrying"], redelivered, dead_after_seconds,
-    )
-
-
 async def claim_many(
     executor: Executor, worker: str, deliveries: Sequence[tuple[uuid.UUID, bool]], *, dead_after_seconds: float
 ) -> dict[uuid.UUID, asyncpg.Record]:
-    """`claim` for many (job id, redelivered) deliveries in one statement; the rows taken, by id.
+    """Take jobs for `worker`, for many (job id, redelivered) deliveries in one statement; the rows taken, by id.
 
-    A job delivered twice in one batch is claimed once; the caller gives it to one delivery only.
+    None is taken that is finished, deleted, or alive in another worker. A job still `processing` is
+    taken over when RabbitMQ redelivered its message (the previous holder's channel closed) or when its
+    holder stopped heartbeating. A job delivered twice in one batch is claimed once; the caller gives
+    it to one delivery only.
     """
     rows = await executor.fetch(
         f"""UPDATE jobs
@@ -139,20 +116,10 @@ async def job_state(executor: Executor, job_id: uuid.UUID) -> str | None:
     return state
 
 
-async def mark_succeeded(executor: Executor, job_id: uuid.UUID, worker: str, result: Any) -> bool:
-    status = await executor.execute(
-        """UPDATE jobs SET state = 'succeeded', result = $3, finished_at = now(), updated_at = now(),
-                           state_reason = NULL
-            WHERE id = $1 AND state = 'processing' AND worker = $2""",
-        job_id, worker, result,
-    )
-    return bool(status == "UPDATE 1")
-
-
 async def mark_succeeded_many(
     executor: Executor, worker: str, outcomes: Sequence[tuple[uuid.UUID, Any]]
 ) -> set[uuid.UUID]:
-    """`mark_succeeded` for many jobs in one statement; the ids that were still this worker's."""
+    """Record jobs as `succeeded` with their results, in one statement; the ids that were still this worker's."""
     rows = await executor.fetch(
         f"""UPDATE jobs SET state = 'succeeded', result = o.result::jsonb, finished_at = now(),
                            updated_at = now(), state_reason = NULL

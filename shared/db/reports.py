@@ -91,7 +91,3 @@ async def store_report(executor: Executor, day: date, content: dict[str, Any], j
            ON CONFLICT (day) DO UPDATE SET content = EXCLUDED.content, job_id = EXCLUDED.job_id, updated_at = now()""",
         day, content, job_id,
     )
-
-
-async def get_report(executor: Executor, day: date) -> asyncpg.Record | None:
-    return await executor.fetchrow("SELECT * FROM reports WHERE day = $1", day)

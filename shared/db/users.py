@@ -17,7 +17,3 @@ async def insert_user(executor: Executor, user_id: uuid.UUID, email: str, name: 
            RETURNING *""",
         user_id, email, name,
     )
-
-
-async def get_user(executor: Executor, user_id: uuid.UUID) -> asyncpg.Record | None:
-    return await executor.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
