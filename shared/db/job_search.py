@@ -16,8 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from shared.db.jobs import Executor
-from shared.jobs import REQUEUEABLE, JobState
+from shared.db.jobs import REQUEUE, REQUEUEABLE_STATES, Executor
+from shared.jobs import JobState
 
 # Columns of a list row: everything but the potentially large traceback and result.
 LIST_COLUMNS = """id, kind, args, queue, service, priority, state, state_reason, attempt, max_attempts, run_at,
@@ -247,15 +247,8 @@ async def job_emails(executor: Executor, job_id: uuid.UUID) -> list[asyncpg.Reco
 
 
 async def requeue_jobs(executor: Executor, job_ids: Sequence[uuid.UUID], reason: str) -> list[asyncpg.Record]:
-    """Bulk operator requeue with the same guard and effect as shared.db.jobs.requeue; the rows moved."""
-    return await executor.fetch(
-        """UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL,
-                           published_at = NULL, run_at = least(run_at, now()), finished_at = NULL,
-                           updated_at = now()
-            WHERE id = ANY($1::uuid[]) AND state = ANY($3::text[])
-        RETURNING *""",
-        list(job_ids), reason, sorted(state.value for state in REQUEUEABLE),
-    )
+    """Bulk operator requeue, the statement of shared.db.jobs.requeue; the rows moved."""
+    return await executor.fetch(REQUEUE, list(job_ids), reason, REQUEUEABLE_STATES)
 
 
 async def enqueue_scheduled_now(executor: Executor, job_id: uuid.UUID, reason: str) -> asyncpg.Record | None:

@@ -19,6 +19,14 @@ Executor = asyncpg.Connection | asyncpg.Pool
 # (a worker's claims, a client's publish marks, an operator's bulk delete) cannot deadlock.
 LOCK_IN_ORDER = "SELECT id FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
 
+# Operator requeue, of one job or many: back to `enqueued` with a fresh attempt budget.
+REQUEUE = """UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL,
+                             published_at = NULL, run_at = least(run_at, now()), finished_at = NULL,
+                             updated_at = now()
+              WHERE id = ANY($1::uuid[]) AND state = ANY($3::text[])
+          RETURNING *"""
+REQUEUEABLE_STATES = sorted(state.value for state in REQUEUEABLE)
+
 CLAIMED_COLUMNS = "id, kind, args, queue, service, priority, attempt, max_attempts, run_at, parent_id"
 
 
@@ -181,15 +189,8 @@ async def release(executor: Executor, job_ids: Sequence[uuid.UUID], worker: str,
 
 
 async def requeue(executor: Executor, job_id: uuid.UUID, reason: str) -> asyncpg.Record | None:
-    """Operator requeue: back to `enqueued` with a fresh attempt budget; None if not requeueable."""
-    return await executor.fetchrow(
-        """UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL,
-                           published_at = NULL, run_at = least(run_at, now()), finished_at = NULL,
-                           updated_at = now()
-            WHERE id = $1 AND state = ANY($3::text[])
-        RETURNING *""",
-        job_id, reason, sorted(state.value for state in REQUEUEABLE),
-    )
+    """Operator requeue (see REQUEUE); None if not requeueable."""
+    return await executor.fetchrow(REQUEUE, [job_id], reason, REQUEUEABLE_STATES)
 
 
 async def delete(executor: Executor, job_ids: Sequence[uuid.UUID], reason: str) -> list[asyncpg.Record]:
