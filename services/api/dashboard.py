@@ -4,7 +4,6 @@ dashboard_system.py (recurring, queues, servers), dashboard_actions.py (every PO
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from services.api import auth
 from services.api import dashboard_format as fmt
 from services.api.dashboard_filters import parse_filter
 from services.api.dashboard_render import STATE_ORDER, html_errors, render, render_login
+from services.api.errors import path_uuid
 from services.api.typedefs import RUNTIME
 from shared.db import job_search
 from shared.db import jobs as job_queries
@@ -129,17 +129,10 @@ async def job_list(request: web.Request) -> web.Response:
     )
 
 
-def job_id_from(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["job_id"])
-    except ValueError:
-        raise web.HTTPNotFound(reason="no job with this id") from None
-
-
 @routes.get("/jobs/job/{job_id}")
 async def job_page(request: web.Request) -> web.Response:
     pool = request.app[RUNTIME].pool
-    job_id = job_id_from(request)
+    job_id = path_uuid(request, "job_id", "job")
     row = await job_queries.get_job(pool, job_id)
     if row is None:
         raise web.HTTPNotFound(reason=f"no job {job_id}")
@@ -161,7 +154,7 @@ async def job_page(request: web.Request) -> web.Response:
 @routes.get("/jobs/job/{job_id}/state.json")
 async def job_state_json(request: web.Request) -> web.Response:
     """The job page polls this while the job is moving and reloads when the state changes."""
-    job_id = job_id_from(request)
+    job_id = path_uuid(request, "job_id", "job")
     row = await job_queries.get_job(request.app[RUNTIME].pool, job_id)
     if row is None:
         raise web.HTTPNotFound(reason=f"no job {job_id}")

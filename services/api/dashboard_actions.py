@@ -13,11 +13,10 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from services.api import auth, operations
-from services.api.dashboard import job_id_from
 from services.api.dashboard_filters import parse_filter
 from services.api.dashboard_render import render_login, safe_next
 from services.api.dashboard_system import render_recurring
-from services.api.errors import ApiError
+from services.api.errors import ApiError, path_uuid
 from services.api.typedefs import RUNTIME, SETTINGS
 
 routes = web.RouteTableDef()
@@ -30,21 +29,21 @@ def see_other(path: str, **query: str) -> web.Response:
 
 @routes.post("/jobs/job/{job_id}/requeue")
 async def requeue(request: web.Request) -> web.StreamResponse:
-    job_id = job_id_from(request)
+    job_id = path_uuid(request, "job_id", "job")
     await operations.requeue_job(request.app[RUNTIME], job_id, f"requeued {REASON}")
     return see_other(f"/jobs/job/{job_id}", done="requeued")
 
 
 @routes.post("/jobs/job/{job_id}/delete")
 async def delete(request: web.Request) -> web.StreamResponse:
-    job_id = job_id_from(request)
+    job_id = path_uuid(request, "job_id", "job")
     await operations.delete_job(request.app[RUNTIME], job_id, f"deleted {REASON}")
     return see_other(f"/jobs/job/{job_id}", done="deleted")
 
 
 @routes.post("/jobs/job/{job_id}/enqueue")
 async def enqueue_now(request: web.Request) -> web.StreamResponse:
-    job_id = job_id_from(request)
+    job_id = path_uuid(request, "job_id", "job")
     await operations.enqueue_now(request.app[RUNTIME], job_id, f"enqueued now {REASON}")
     return see_other(f"/jobs/job/{job_id}", done="enqueued")
 

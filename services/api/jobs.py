@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from services.api import operations
-from services.api.errors import ApiError, idempotency_key_header, parse_body, parse_query
+from services.api.errors import ApiError, idempotency_key_header, parse_body, parse_query, path_uuid
 from services.api.metrics import count_enqueued
 from services.api.openapi import IDEMPOTENCY_KEY, ApiRoutes
 from services.api.schemas import (
@@ -31,15 +31,6 @@ from shared.registry import InvalidJobArguments, UnknownJobKind
 from shared.worker import Runtime
 
 routes = ApiRoutes("jobs")
-
-
-def job_id_from(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["job_id"])
-    except ValueError:
-        raise ApiError(
-            404, "not_found", "no job with this id", [{"field": "job_id", "message": "not a uuid"}]
-        ) from None
 
 
 @routes.post("/api/jobs", summary="Enqueue a job", body=JobRequest, responses={202: JobOut, 200: JobOut},
@@ -75,7 +66,7 @@ async def enqueue_job(request: web.Request) -> web.Response:
     "/api/jobs/{job_id}", summary="A job with its history and logs", responses={200: JobDetailOut}, errors=(401, 404)
 )
 async def get_job(request: web.Request) -> web.Response:
-    job_id = job_id_from(request)
+    job_id = path_uuid(request, "job_id", "job")
     pool = request.app[RUNTIME].pool
     row = await job_queries.get_job(pool, job_id)
     if row is None:
@@ -117,7 +108,7 @@ async def _job_out(request: web.Request, job_id: uuid.UUID) -> web.Response:
 @routes.post("/api/jobs/{job_id}/requeue", summary="Requeue a job with a fresh attempt budget",
              responses={200: JobOut}, errors=(401, 403, 404, 409))
 async def requeue_job(request: web.Request) -> web.Response:
-    job_id = job_id_from(request)
+    job_id = path_uuid(request, "job_id", "job")
     await operations.requeue_job(request.app[RUNTIME], job_id)
     return await _job_out(request, job_id)
 
@@ -125,7 +116,7 @@ async def requeue_job(request: web.Request) -> web.Response:
 @routes.post("/api/jobs/{job_id}/delete", summary="Delete a job (kept in the history as deleted)",
              responses={200: JobOut}, errors=(401, 403, 404, 409))
 async def delete_job(request: web.Request) -> web.Response:
-    job_id = job_id_from(request)
+    job_id = path_uuid(request, "job_id", "job")
     await operations.delete_job(request.app[RUNTIME], job_id)
     return await _job_out(request, job_id)
 
@@ -133,7 +124,7 @@ async def delete_job(request: web.Request) -> web.Response:
 @routes.post("/api/jobs/{job_id}/enqueue", summary="Run a scheduled job now instead of at its run_at",
              responses={200: JobOut}, errors=(401, 403, 404, 409))
 async def enqueue_now(request: web.Request) -> web.Response:
-    job_id = job_id_from(request)
+    job_id = path_uuid(request, "job_id", "job")
     await operations.enqueue_now(request.app[RUNTIME], job_id)
     return await _job_out(request, job_id)
 
