@@ -27,6 +27,14 @@ REQUEUE = """UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2,
           RETURNING *"""
 REQUEUEABLE_STATES = sorted(state.value for state in REQUEUEABLE)
 
+
+def no_live_holder(threshold: str) -> str:
+    """SQL: the job's worker has not heartbeaten within `threshold` (the placeholder of the seconds)."""
+    return f"""NOT EXISTS (SELECT 1 FROM servers s
+                             WHERE s.id = jobs.worker
+                               AND s.last_heartbeat > now() - make_interval(secs => {threshold}))"""
+
+
 CLAIMED_COLUMNS = "id, kind, args, queue, service, priority, attempt, max_attempts, run_at, parent_id"
 
 
@@ -108,10 +116,7 @@ async def claim_many(
              WHERE jobs.id = d.id AND jobs.id IN ({LOCK_IN_ORDER})
                AND (jobs.state = ANY($4::text[])
                     OR (jobs.state = 'processing'
-                        AND (d.redelivered OR NOT EXISTS (
-                               SELECT 1 FROM servers s
-                                WHERE s.id = jobs.worker
-                                  AND s.last_heartbeat > now() - make_interval(secs => $5)))))
+                        AND (d.redelivered OR {no_live_holder("$5")})))
          RETURNING {", ".join(f"jobs.{column}" for column in CLAIMED_COLUMNS.split(", "))}""",
         [job_id for job_id, _ in deliveries], worker, [redelivered for _, redelivered in deliveries],
         ["enqueued", "retrying"], dead_after_seconds,

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncpg
 
-from shared.db.jobs import CLAIMED_COLUMNS, Executor
+from shared.db.jobs import CLAIMED_COLUMNS, Executor, no_live_holder
 
 # Deletes go in batches so a big backlog never holds long locks or one huge transaction.
 DELETE_BATCH = 5000
 
 # A server is alive while its heartbeat is fresh; `$1` is the dead-after threshold in seconds.
-_NO_LIVE_HOLDER = """NOT EXISTS (SELECT 1 FROM servers s
-                                  WHERE s.id = jobs.worker
-                                    AND s.last_heartbeat > now() - make_interval(secs => $1))"""
+_NO_LIVE_HOLDER = no_live_holder("$1")
 
 
 async def archive_ended_events(executor: Executor, older_than_days: int) -> list[asyncpg.Record]:
