@@ -41,10 +41,14 @@ def field_errors(error: ValidationError, prefix: str = "") -> list[dict[str, str
     return details
 
 
-def validation_error(error: ValidationError, prefix: str = "") -> ApiError:
-    details = field_errors(error, prefix)
+def invalid_fields(details: list[dict[str, str]]) -> ApiError:
+    """The 422 for bad values: the message names every field, the details say what is wrong with each."""
     fields = ", ".join(detail["field"] for detail in details)
     return ApiError(422, "validation_error", f"invalid fields: {fields}", details)
+
+
+def validation_error(error: ValidationError, prefix: str = "") -> ApiError:
+    return invalid_fields(field_errors(error, prefix))
 
 
 def _refuse_constant(name: str) -> Any:
@@ -78,8 +82,7 @@ def unstorable_strings(value: Any, path: str = "") -> list[dict[str, str]]:
 def refuse_unstorable(value: Any, path: str = "") -> None:
     details = unstorable_strings(value, path)
     if details:
-        fields = ", ".join(detail["field"] for detail in details)
-        raise ApiError(422, "validation_error", f"invalid fields: {fields}", details)
+        raise invalid_fields(details)
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:

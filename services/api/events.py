@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
 )
 
-from services.api.errors import ApiError, idempotency_key_header, parse_body, parse_query, path_uuid
+from services.api.errors import ApiError, idempotency_key_header, invalid_fields, parse_body, parse_query, path_uuid
 from services.api.metrics import count_enqueued
 from services.api.openapi import IDEMPOTENCY_KEY, UUID_PATH, ApiRoutes
 from services.api.transactions import write_transaction
@@ -286,8 +286,7 @@ async def patch_event(request: web.Request) -> web.Response:
         starts_at, ends_at = changes.get("starts_at", row["starts_at"]), changes.get("ends_at", row["ends_at"])
         if ends_at is not None and ends_at < starts_at:
             field = "ends_at" if "ends_at" in changes else "starts_at"
-            raise ApiError(422, "validation_error", f"invalid fields: {field}",
-                           [{"field": field, "message": "ends_at must not be before starts_at"}])
+            raise invalid_fields([{"field": field, "message": "ends_at must not be before starts_at"}])
         moved = starts_at != row["starts_at"]
         if moved:
             await delete_pending_jobs(connection, event_id,

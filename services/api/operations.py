@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
-from services.api.errors import ApiError
+from services.api.errors import ApiError, invalid_fields
 from services.scheduler.cron import InvalidSchedule, Schedule, parse_cron
 from shared.client import EnqueuedJob
 from shared.db import job_search
@@ -44,11 +44,6 @@ class StateConflict(ApiError):
     def __init__(self, job_id: uuid.UUID, state: str, action: str, allowed: Sequence[str]) -> None:
         message = f"job {job_id} is {state}; {action} needs one of: {', '.join(allowed)}"
         super().__init__(409, "invalid_state", message, [{"field": "state", "message": message}])
-
-
-class InvalidValue(ApiError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(422, "validation_error", f"invalid fields: {field}", [{"field": field, "message": message}])
 
 
 async def _conflict_or_missing(runtime: Runtime, job_id: uuid.UUID, action: str, allowed: Sequence[str]) -> ApiError:
@@ -158,7 +153,7 @@ def check_timezone(timezone: str, field: str = "timezone") -> ZoneInfo:
     try:
         return ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise InvalidValue(field, f"unknown IANA time zone {timezone!r}") from None
+        raise invalid_fields([{"field": field, "message": f"unknown IANA time zone {timezone!r}"}]) from None
 
 
 def check_schedule(cron: str, timezone: str, field: str = "cron") -> Schedule:
@@ -167,9 +162,9 @@ def check_schedule(cron: str, timezone: str, field: str = "cron") -> Schedule:
     try:
         schedule = parse_cron(cron, timezone)
     except (InvalidSchedule, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
-        raise InvalidValue(field, str(exc) or f"invalid cron expression {cron!r}") from None
+        raise invalid_fields([{"field": field, "message": str(exc) or f"invalid cron expression {cron!r}"}]) from None
     if schedule.next_after(datetime.now(UTC)) is None:
-        raise InvalidValue(field, f"cron expression {cron!r} never fires")
+        raise invalid_fields([{"field": field, "message": f"cron expression {cron!r} never fires"}])
     return schedule
 
 
