@@ -22,7 +22,7 @@ import jinja2
 from services.email_worker.compose import ComposeError, Outgoing, build, message_id_for, one_line, template_environment
 from services.email_worker.smtp import Mailer, SmtpDeferred, SmtpRejected
 from shared.client import IdempotencyConflict
-from shared.db import emails
+from shared.db import emails, events
 from shared.jobs import QueueClass
 from shared.kinds import EventArgs, EventConfirmationArgs, SendEmailArgs, WelcomeArgs
 from shared.messaging.consumer import Handler, JobContext
@@ -108,7 +108,7 @@ class EmailHandlers:
         ))
 
     async def event_confirmation(self, ctx: JobContext, args: EventConfirmationArgs) -> dict[str, Any]:
-        event = await emails.get_event(ctx.pool, args.event_id)
+        event = await events.get_event(ctx.pool, args.event_id)
         participant = await emails.get_participant(ctx.pool, args.participant_id)
         reason = skip_reason(event)
         if reason is None and (participant is None or participant["event_id"] != args.event_id):
@@ -132,7 +132,7 @@ class EmailHandlers:
 
     async def send(self, ctx: JobContext, args: SendEmailArgs) -> dict[str, Any]:
         if args.event_id is not None:
-            reason = skip_reason(await emails.get_event(ctx.pool, args.event_id))
+            reason = skip_reason(await events.get_event(ctx.pool, args.event_id))
             if reason is None and args.participant_id is not None:
                 participant = await emails.get_participant(ctx.pool, args.participant_id)
                 if participant is None or participant["event_id"] != args.event_id:
@@ -147,7 +147,7 @@ class EmailHandlers:
         ))
 
     async def fan_out(self, ctx: JobContext, fan_out: FanOut, event_id: uuid.UUID) -> dict[str, Any]:
-        event = await emails.get_event(ctx.pool, event_id)
+        event = await events.get_event(ctx.pool, event_id)
         reason = skip_reason(event)
         if reason is not None or event is None:
             ctx.log.info("%s for event %s skipped: %s", fan_out.kind, event_id, reason)

@@ -67,14 +67,6 @@ async def job_idempotency_key(executor: Executor, job_id: uuid.UUID) -> str | No
     return key
 
 
-async def get_event(executor: Executor, event_id: uuid.UUID) -> asyncpg.Record | None:
-    return await executor.fetchrow(
-        """SELECT id, title, description, location, starts_at, ends_at, cancelled_at, archived_at
-             FROM events WHERE id = $1""",
-        event_id,
-    )
-
-
 async def get_participant(executor: Executor, participant_id: uuid.UUID) -> asyncpg.Record | None:
     return await executor.fetchrow("SELECT id, event_id, email, name FROM participants WHERE id = $1", participant_id)
 
