@@ -148,17 +148,15 @@ RECURRING_SQL = """
                           ORDER BY created_at DESC LIMIT 1) AS latest ON TRUE"""
 
 
-def check_timezone(timezone: str, field: str = "timezone") -> ZoneInfo:
-    """The IANA zone named `timezone`, or a 422 naming `field`."""
-    try:
-        return ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise invalid_fields([{"field": field, "message": f"unknown IANA time zone {timezone!r}"}]) from None
-
-
 def check_schedule(cron: str, timezone: str, field: str = "cron") -> Schedule:
-    """The schedule for 5 crontab fields (or 6, seconds first) in `timezone`, or a 422 naming `field`."""
-    check_timezone(timezone)
+    """The schedule for 5 crontab fields (or 6, seconds first) in `timezone`, or a 422 naming `field`.
+
+    An unknown zone is a 422 naming `timezone` whatever `field` is: that is where the operator must look.
+    """
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise invalid_fields([{"field": "timezone", "message": f"unknown IANA time zone {timezone!r}"}]) from None
     try:
         schedule = parse_cron(cron, timezone)
     except (InvalidSchedule, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
@@ -220,8 +218,6 @@ async def update_recurring(
     current = await runtime.pool.fetchrow("SELECT cron, timezone FROM recurring_jobs WHERE id = $1", recurring_id)
     if current is None:
         raise NotFound(f"recurring job {recurring_id!r}", "recurring_id")
-    if timezone is not None:
-        check_timezone(timezone)
     if cron is not None or timezone is not None:
         check_schedule(cron if cron is not None else current["cron"],
                        timezone if timezone is not None else current["timezone"],
