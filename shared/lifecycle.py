@@ -35,17 +35,19 @@ async def heartbeat(
     pool: asyncpg.Pool, server_id: str, *, service: str, queues: Sequence[str], concurrency: int,
     interval: float,
 ) -> AsyncIterator[None]:
+    async def beat() -> None:
+        await servers.beat(pool, server_id, service=service, host=socket.gethostname(), pid=os.getpid(),
+                           queues=queues, concurrency=concurrency)
+
     async def beat_forever() -> None:
         while True:
+            await asyncio.sleep(interval)  # the first beat is the one below, before the service starts
             try:
-                await servers.beat(pool, server_id, service=service, host=socket.gethostname(),
-                                   pid=os.getpid(), queues=queues, concurrency=concurrency)
+                await beat()
             except Exception:  # a lost connection must not end the heartbeat, and with it the process
                 log.warning("heartbeat failed", exc_info=True)
-            await asyncio.sleep(interval)
 
-    await servers.beat(pool, server_id, service=service, host=socket.gethostname(), pid=os.getpid(),
-                       queues=queues, concurrency=concurrency)
+    await beat()
     task = asyncio.create_task(beat_forever(), name=f"heartbeat {server_id}")
     try:
         yield
