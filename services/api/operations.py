@@ -8,7 +8,7 @@ Each action changes Postgres first (guarded by the state machine), then publishe
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -77,29 +77,35 @@ async def enqueue_now(runtime: Runtime, job_id: uuid.UUID, reason: str = "enqueu
     return row
 
 
+async def _in_chunks(
+    job_ids: Sequence[uuid.UUID], change: Callable[[list[uuid.UUID]], Awaitable[Sequence[asyncpg.Record]]]
+) -> BulkResult:
+    """`change` applied to the distinct ids, BULK_CHUNK at a time; the ids it returned no row for are skipped."""
+    changed: list[uuid.UUID] = []
+    ids = list(dict.fromkeys(job_ids))
+    for start in range(0, len(ids), BULK_CHUNK):
+        rows = await change(ids[start:start + BULK_CHUNK])
+        changed.extend(row["id"] for row in rows)
+    return BulkResult(changed, len(ids) - len(changed))
+
+
 async def requeue_jobs(
     runtime: Runtime, job_ids: Sequence[uuid.UUID], reason: str = "requeued by operator"
 ) -> BulkResult:
     """Requeue many jobs by id; those in a state that forbids it are counted as skipped."""
-    changed: list[uuid.UUID] = []
-    ids = list(dict.fromkeys(job_ids))
-    for start in range(0, len(ids), BULK_CHUNK):
-        rows = await job_search.requeue_jobs(runtime.pool, ids[start:start + BULK_CHUNK], reason)
+    async def requeue(ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+        rows = await job_search.requeue_jobs(runtime.pool, ids, reason)
         await runtime.client.publish(list(rows))
-        changed.extend(row["id"] for row in rows)
-    return BulkResult(changed, len(ids) - len(changed))
+        return rows
+
+    return await _in_chunks(job_ids, requeue)
 
 
 async def delete_jobs(
     runtime: Runtime, job_ids: Sequence[uuid.UUID], reason: str = "deleted by operator"
 ) -> BulkResult:
     """Delete many jobs by id; those in a state that forbids it are counted as skipped."""
-    changed: list[uuid.UUID] = []
-    ids = list(dict.fromkeys(job_ids))
-    for start in range(0, len(ids), BULK_CHUNK):
-        rows = await job_queries.delete(runtime.pool, ids[start:start + BULK_CHUNK], reason)
-        changed.extend(row["id"] for row in rows)
-    return BulkResult(changed, len(ids) - len(changed))
+    return await _in_chunks(job_ids, lambda ids: job_queries.delete(runtime.pool, ids, reason))
 
 
 async def requeue_matching(
