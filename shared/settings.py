@@ -10,12 +10,6 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
-def _split_commas(value: object) -> object:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -58,15 +52,12 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator("admin_emails", mode="before")
+    @field_validator("admin_emails", "retry_delays", mode="before")
     @classmethod
-    def _parse_admin_emails(cls, value: object) -> object:
-        return _split_commas(value)
-
-    @field_validator("retry_delays", mode="before")
-    @classmethod
-    def _parse_retry_delays(cls, value: object) -> object:
-        return _split_commas(value)
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("retry_delays")
     @classmethod
