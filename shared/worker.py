@@ -114,7 +114,7 @@ async def run_worker(
         consumer = Consumer(
             service=service, worker_id=server_id, broker=runtime.broker, pool=runtime.pool,
             client=runtime.client, registry=registry, handlers=handlers,
-            default_retry=default_retry(settings), prefetch=prefetch, concurrency=concurrency,
+            default_retry=runtime.client.default_retry, prefetch=prefetch, concurrency=concurrency,
             dead_after_seconds=dead_after(settings),
         )
         await consumer.start()
