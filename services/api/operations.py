@@ -11,12 +11,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
 from services.api.errors import ApiError, invalid_fields
+from services.api.schemas import RecurringOut
 from services.scheduler.cron import InvalidSchedule, Schedule, parse_cron
 from shared.client import EnqueuedJob
 from shared.db import job_search
@@ -125,25 +125,6 @@ async def delete_matching(
 # Recurring jobs
 
 
-@dataclass(frozen=True)
-class RecurringView:
-    """A recurring job as operators see it: its definition, its next occurrence and its latest job."""
-
-    id: str
-    kind: str
-    args: dict[str, Any]
-    cron: str
-    timezone: str
-    misfire_policy: str
-    enabled: bool
-    next_run: datetime | None  # None while paused, or when the stored schedule is invalid
-    last_fire_time: datetime | None  # the scheduler's latest occurrence
-    last_job_id: uuid.UUID | None  # the latest job of this recurring job, scheduled or triggered
-    last_job_state: str | None
-    last_run_at: datetime | None  # when that latest job was created
-    schedule_error: str | None  # why next_run is missing although enabled
-
-
 RECURRING_SQL = """
     SELECT r.id, r.kind, r.args, r.cron, r.timezone, r.misfire_policy, r.enabled, r.last_fire_time,
            coalesce(latest.id, r.last_job_id) AS last_job_id, latest.state AS last_job_state,
@@ -172,7 +153,7 @@ def check_schedule(cron: str, timezone: str, field: str = "cron") -> Schedule:
     return schedule
 
 
-def _view(row: asyncpg.Record, now: datetime) -> RecurringView:
+def _view(row: asyncpg.Record, now: datetime) -> RecurringOut:
     next_run: datetime | None = None
     error: str | None = None
     if row["enabled"]:
@@ -180,7 +161,7 @@ def _view(row: asyncpg.Record, now: datetime) -> RecurringView:
             next_run = parse_cron(row["cron"], row["timezone"]).next_after(now)
         except (InvalidSchedule, ValueError) as exc:
             error = str(exc)
-    return RecurringView(
+    return RecurringOut(
         id=row["id"], kind=row["kind"], args=row["args"], cron=row["cron"], timezone=row["timezone"],
         misfire_policy=row["misfire_policy"], enabled=row["enabled"], next_run=next_run,
         last_fire_time=row["last_fire_time"], last_job_id=row["last_job_id"], last_job_state=row["last_job_state"],
@@ -188,13 +169,13 @@ def _view(row: asyncpg.Record, now: datetime) -> RecurringView:
     )
 
 
-async def list_recurring(runtime: Runtime) -> list[RecurringView]:
+async def list_recurring(runtime: Runtime) -> list[RecurringOut]:
     """Every recurring job by id, with its next run computed in its own time zone."""
     now = datetime.now(UTC)
     return [_view(row, now) for row in await runtime.pool.fetch(RECURRING_SQL + " ORDER BY r.id")]
 
 
-async def get_recurring(runtime: Runtime, recurring_id: str) -> RecurringView:
+async def get_recurring(runtime: Runtime, recurring_id: str) -> RecurringOut:
     """One recurring job; 404 when there is none with this id."""
     row = await runtime.pool.fetchrow(RECURRING_SQL + " WHERE r.id = $1", recurring_id)
     if row is None:
@@ -219,7 +200,7 @@ async def trigger_recurring(runtime: Runtime, recurring_id: str) -> EnqueuedJob:
 async def update_recurring(
     runtime: Runtime, recurring_id: str, *, cron: str | None = None, timezone: str | None = None,
     enabled: bool | None = None,
-) -> RecurringView:
+) -> RecurringOut:
     """Change cron, time zone and/or enabled (pause/resume); the schedulers pick it up by NOTIFY."""
     current = await runtime.pool.fetchrow("SELECT cron, timezone FROM recurring_jobs WHERE id = $1", recurring_id)
     if current is None:
@@ -237,6 +218,6 @@ async def update_recurring(
     return await get_recurring(runtime, recurring_id)
 
 
-async def set_recurring_enabled(runtime: Runtime, recurring_id: str, enabled: bool) -> RecurringView:
+async def set_recurring_enabled(runtime: Runtime, recurring_id: str, enabled: bool) -> RecurringOut:
     """Pause (False) or resume (True) a recurring job."""
     return await update_recurring(runtime, recurring_id, enabled=enabled)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from aiohttp import web
 
 from services.api import operations
@@ -16,15 +14,11 @@ from shared.db import jobs as job_queries
 routes = ApiRoutes("recurring")
 
 
-def recurring_out(view: operations.RecurringView) -> RecurringOut:
-    return RecurringOut.model_validate(asdict(view))
-
-
 @routes.get("/api/recurring", summary="Recurring jobs: cron, time zone, next and last run",
             responses={200: RecurringListOut}, errors=(401,))
 async def list_recurring(request: web.Request) -> web.Response:
     views = await operations.list_recurring(request.app[RUNTIME])
-    body = RecurringListOut([recurring_out(view) for view in views])
+    body = RecurringListOut(views)
     return web.json_response(body.model_dump(mode="json"))
 
 
@@ -46,4 +40,4 @@ async def patch(request: web.Request) -> web.Response:
         request.app[RUNTIME], request.match_info["recurring_id"], cron=body.cron, timezone=body.timezone,
         enabled=body.enabled,
     )
-    return web.json_response(recurring_out(view).model_dump(mode="json"))
+    return web.json_response(view.model_dump(mode="json"))

@@ -122,6 +122,8 @@ class BulkResultOut(BaseModel):
     ids: list[uuid.UUID]
 
 
+# A recurring job as operators see it, in the API and on the dashboard: its definition, its next
+# occurrence and its latest job. (A comment, not a docstring: that would change the OpenAPI document.)
 class RecurringOut(BaseModel):
     id: str
     kind: str
@@ -130,12 +132,12 @@ class RecurringOut(BaseModel):
     timezone: str
     misfire_policy: str
     enabled: bool
-    next_run: datetime | None
-    last_fire_time: datetime | None
-    last_job_id: uuid.UUID | None
+    next_run: datetime | None  # None while paused, or when the stored schedule is invalid
+    last_fire_time: datetime | None  # the scheduler's latest occurrence
+    last_job_id: uuid.UUID | None  # the latest job of this recurring job, scheduled or triggered
     last_job_state: JobState | None
-    last_run_at: datetime | None
-    schedule_error: str | None
+    last_run_at: datetime | None  # when that latest job was created
+    schedule_error: str | None  # why next_run is missing although enabled
 
 
 class RecurringListOut(RootModel[list[RecurringOut]]):
