@@ -48,8 +48,9 @@ async def queues_page(request: web.Request) -> web.Response:
     queues: list[Any] = []
     parked: list[Any] = []
     try:
-        queues = await rabbitmq.list_queues(runtime.settings)
-        parked = await rabbitmq.peek_parking_lot(runtime.settings)
+        management = rabbitmq.Management(runtime.settings)
+        queues = await management.queues()
+        parked = await management.peek_dead()
     except rabbitmq.ManagementUnavailable as exc:
         error = str(exc)
     return render(request, "queues.html", nav="queues", queues=queues, parked=parked, error=error)

@@ -144,13 +144,3 @@ class Management:
 def _delay_seconds(name: str) -> int:
     suffix = name.rsplit(".", 1)[-1]
     return int(suffix[:-1]) if suffix.endswith("s") and suffix[:-1].isdigit() else 0
-
-
-async def list_queues(settings: Settings) -> list[QueueInfo]:
-    """Our queues (work, delay, dead) with depth, consumers and rates; raises ManagementUnavailable."""
-    return await Management(settings).queues()
-
-
-async def peek_parking_lot(settings: Settings, count: int = 20) -> list[ParkedMessage]:
-    """The head of jobs.dead with each message's x-reason, left in place; raises ManagementUnavailable."""
-    return await Management(settings).peek_dead(count)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from aiohttp import web
 
 from services.api.openapi import ApiRoutes
@@ -51,8 +49,7 @@ async def queue_overview(runtime: Runtime) -> QueuesOut:
                          management_url=management.ui_url, queues=[])
     return QueuesOut(
         available=True, management_url=management.ui_url,
-        queues=[QueueOut.model_validate({name: getattr(queue, name) for name in QueueOut.model_fields})
-                for queue in queues],
+        queues=[QueueOut.model_validate(queue, from_attributes=True) for queue in queues],
     )
 
 
@@ -64,8 +61,7 @@ async def parked_messages(runtime: Runtime, count: int = 20) -> ParkedMessagesOu
         return ParkedMessagesOut(available=False, note=f"RabbitMQ management API unavailable: {exc}", messages=[])
     return ParkedMessagesOut(
         available=True,
-        messages=[ParkedMessageOut.model_validate({name: asdict(item)[name] for name in ParkedMessageOut.model_fields})
-                  for item in parked],
+        messages=[ParkedMessageOut.model_validate(item, from_attributes=True) for item in parked],
     )
 
 
