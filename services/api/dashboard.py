@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from services.api import auth
@@ -51,6 +52,12 @@ def static_url(request: web.Request, filename: str) -> str:
     return str(request.app.router["dashboard_static"].url_for(filename=filename))
 
 
+async def state_counts(pool: asyncpg.Pool) -> dict[str, int]:
+    """Jobs per state, keyed by name in the order the pages list the states."""
+    counts = await job_search.counts_by_state(pool)
+    return {state.value: counts.get(state, 0) for state in STATE_ORDER}
+
+
 def chart_points(series: list[job_search.SeriesPoint]) -> list[tuple[datetime, int, int]]:
     return [(point.at, point.succeeded, point.failed) for point in series]
 
@@ -64,14 +71,14 @@ async def trailing_slash(request: web.Request) -> web.StreamResponse:
 async def overview(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     pool = runtime.pool
-    counts = await job_search.counts_by_state(pool)
+    counts = await state_counts(pool)
     servers = await server_queries.list_servers(pool, dead_after(runtime.settings))
     day = await job_search.per_hour(pool, 24)
     week = await job_search.per_hour(pool, 24 * 7)
     realtime = await job_search.per_second(pool, REALTIME_SECONDS)
     return render(
         request, "overview.html", nav="overview",
-        counts={state.value: counts.get(state, 0) for state in STATE_ORDER},
+        counts=counts,
         servers_alive=sum(1 for server in servers if not server["dead"]),
         servers_dead=sum(1 for server in servers if server["dead"]),
         day=fmt.chart(chart_points(day), label_every=3, height=200),
@@ -94,10 +101,10 @@ async def realtime_json(request: web.Request) -> web.Response:
 
 async def realtime_body(runtime: Runtime) -> dict[str, Any]:
     series = await job_search.per_second(runtime.pool, REALTIME_SECONDS)
-    counts = await job_search.counts_by_state(runtime.pool)
+    counts = await state_counts(runtime.pool)
     servers = await server_queries.list_servers(runtime.pool, dead_after(runtime.settings))
     return {
-        "counts": {state.value: counts.get(state, 0) for state in STATE_ORDER},
+        "counts": counts,
         "servers_alive": sum(1 for server in servers if not server["dead"]),
         "series": [{"at": point.at.isoformat(), "succeeded": point.succeeded, "failed": point.failed}
                    for point in series],
@@ -116,13 +123,13 @@ async def job_list(request: web.Request) -> web.Response:
             page = await job_search.search_jobs(runtime.pool, parsed.job_filter, limit=PAGE_SIZE, cursor=cursor)
         except job_search.InvalidCursor:
             errors["cursor"] = "this page link is not valid any more; start from the newest"
-    counts = await job_search.counts_by_state(runtime.pool)
+    counts = await state_counts(runtime.pool)
     state = parsed.job_filter.state
     kinds = sorted({kind.name for kind in runtime.registry} | ({parsed.values["kind"]} - {""}))
     return render(
         request, "jobs.html", nav="jobs", status=422 if errors else 200,
         filter=parsed, errors=errors, rows=page.rows, next_cursor=page.next_cursor, first_page=cursor is None,
-        counts={s.value: counts.get(s, 0) for s in STATE_ORDER}, state=state.value if state else "",
+        counts=counts, state=state.value if state else "",
         kinds=kinds, queues=[queue.value for queue in QueueClass],
         bulk=state in (JobState.FAILED, JobState.SUCCEEDED, JobState.DELETED, JobState.SCHEDULED),
         requeueable={s.value for s in REQUEUEABLE}, deletable={s.value for s in DELETABLE},
