@@ -26,11 +26,9 @@ routes = ApiRoutes("system")
 async def stats(runtime: Runtime) -> StatsOut:
     """Jobs per state and the number of live server processes."""
     counts = await job_search.counts_by_state(runtime.pool)
-    alive = await runtime.pool.fetchval(
-        "SELECT count(*) FROM servers WHERE last_heartbeat >= now() - make_interval(secs => $1)",
-        dead_after(runtime.settings),
-    )
-    return StatsOut(**{state.value: count for state, count in counts.items()}, servers=int(alive))
+    rows = await servers.list_servers(runtime.pool, dead_after(runtime.settings))
+    return StatsOut(**{state.value: count for state, count in counts.items()},
+                    servers=sum(1 for row in rows if not row["dead"]))
 
 
 async def server_list(runtime: Runtime) -> list[ServerOut]:
