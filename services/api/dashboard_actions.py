@@ -7,6 +7,7 @@ Each action answers 303 to a page (post/redirect/get), so a reload never repeats
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -18,6 +19,7 @@ from services.api.dashboard_render import render_login, safe_next
 from services.api.dashboard_system import render_recurring
 from services.api.errors import ApiError, path_uuid
 from services.api.typedefs import RUNTIME, SETTINGS
+from shared.worker import Runtime
 
 routes = web.RouteTableDef()
 REASON = "from the dashboard"
@@ -27,25 +29,28 @@ def see_other(path: str, **query: str) -> web.Response:
     return web.Response(status=303, headers={"Location": f"{path}?{urlencode(query)}" if query else path})
 
 
+async def _act(
+    request: web.Request, action: Callable[[Runtime, uuid.UUID, str], Awaitable[object]], done: str, reason: str
+) -> web.Response:
+    """Run an operator action on the job in the path, then back to its page with the notice `done`."""
+    job_id = path_uuid(request, "job_id", "job")
+    await action(request.app[RUNTIME], job_id, f"{reason} {REASON}")
+    return see_other(f"/jobs/job/{job_id}", done=done)
+
+
 @routes.post("/jobs/job/{job_id}/requeue")
 async def requeue(request: web.Request) -> web.StreamResponse:
-    job_id = path_uuid(request, "job_id", "job")
-    await operations.requeue_job(request.app[RUNTIME], job_id, f"requeued {REASON}")
-    return see_other(f"/jobs/job/{job_id}", done="requeued")
+    return await _act(request, operations.requeue_job, "requeued", reason="requeued")
 
 
 @routes.post("/jobs/job/{job_id}/delete")
 async def delete(request: web.Request) -> web.StreamResponse:
-    job_id = path_uuid(request, "job_id", "job")
-    await operations.delete_job(request.app[RUNTIME], job_id, f"deleted {REASON}")
-    return see_other(f"/jobs/job/{job_id}", done="deleted")
+    return await _act(request, operations.delete_job, "deleted", reason="deleted")
 
 
 @routes.post("/jobs/job/{job_id}/enqueue")
 async def enqueue_now(request: web.Request) -> web.StreamResponse:
-    job_id = path_uuid(request, "job_id", "job")
-    await operations.enqueue_now(request.app[RUNTIME], job_id, f"enqueued now {REASON}")
-    return see_other(f"/jobs/job/{job_id}", done="enqueued")
+    return await _act(request, operations.enqueue_now, "enqueued", reason="enqueued now")
 
 
 def selected_ids(values: list[str]) -> list[uuid.UUID]:

@@ -98,7 +98,10 @@ async def list_jobs(request: web.Request) -> web.Response:
     return web.json_response(body.model_dump(mode="json"))
 
 
-async def _job_out(request: web.Request, job_id: uuid.UUID) -> web.Response:
+async def _act(request: web.Request, action: Callable[[Runtime, uuid.UUID], Awaitable[object]]) -> web.Response:
+    """Run an operator action on the job in the path and answer with the job as it is now."""
+    job_id = path_uuid(request, "job_id", "job")
+    await action(request.app[RUNTIME], job_id)
     row = await job_queries.get_job(request.app[RUNTIME].pool, job_id)
     if row is None:  # removed by retention between the action and this read
         raise ApiError(404, "not_found", f"no job {job_id}")
@@ -108,25 +111,19 @@ async def _job_out(request: web.Request, job_id: uuid.UUID) -> web.Response:
 @routes.post("/api/jobs/{job_id}/requeue", summary="Requeue a job with a fresh attempt budget",
              responses={200: JobOut}, errors=(401, 403, 404, 409))
 async def requeue_job(request: web.Request) -> web.Response:
-    job_id = path_uuid(request, "job_id", "job")
-    await operations.requeue_job(request.app[RUNTIME], job_id)
-    return await _job_out(request, job_id)
+    return await _act(request, operations.requeue_job)
 
 
 @routes.post("/api/jobs/{job_id}/delete", summary="Delete a job (kept in the history as deleted)",
              responses={200: JobOut}, errors=(401, 403, 404, 409))
 async def delete_job(request: web.Request) -> web.Response:
-    job_id = path_uuid(request, "job_id", "job")
-    await operations.delete_job(request.app[RUNTIME], job_id)
-    return await _job_out(request, job_id)
+    return await _act(request, operations.delete_job)
 
 
 @routes.post("/api/jobs/{job_id}/enqueue", summary="Run a scheduled job now instead of at its run_at",
              responses={200: JobOut}, errors=(401, 403, 404, 409))
 async def enqueue_now(request: web.Request) -> web.Response:
-    job_id = path_uuid(request, "job_id", "job")
-    await operations.enqueue_now(request.app[RUNTIME], job_id)
-    return await _job_out(request, job_id)
+    return await _act(request, operations.enqueue_now)
 
 
 async def _bulk(
