@@ -20,7 +20,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
 )
 
@@ -29,10 +28,10 @@ from services.api.metrics import count_enqueued
 from services.api.openapi import IDEMPOTENCY_KEY, UUID_PATH, ApiRoutes
 from services.api.transactions import write_transaction
 from services.api.typedefs import RUNTIME
+from services.api.users import Name
 from shared.client import JobClient
 from shared.db import events as event_queries
 from shared.db import jobs as job_queries
-from shared.kinds import HeaderText
 
 routes = ApiRoutes("events")
 
@@ -58,8 +57,7 @@ def iso_text(value: Any) -> Any:
 
 # Naive times are refused: no guessing a zone.
 EventTime = Annotated[AwareDatetime, BeforeValidator(iso_text), AfterValidator(in_utc)]
-Title = Annotated[HeaderText, Field(max_length=200), WithJsonSchema(  # it goes into reminder subjects
-    {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\r\n\x00]+$"})]
+Title = Name  # one header line: it goes into reminder subjects
 NO_NUL = r"^[^\x00]*$"  # Postgres text cannot hold NUL
 Description = Annotated[str, Field(max_length=10_000, pattern=NO_NUL)]
 Location = Annotated[str, Field(max_length=500, pattern=NO_NUL)]

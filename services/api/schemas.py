@@ -9,19 +9,22 @@ from typing import Annotated, Any
 import asyncpg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, StrictBool
 
+from services.api.errors import IDEMPOTENCY_KEY_MAX
 from shared.jobs import JobState, QueueClass
+
+KindName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Annotated[str, Field(min_length=1, max_length=200)]
+    kind: KindName
     args: dict[str, Any] = {}
     queue: QueueClass | None = None
     run_at: AwareDatetime | None = None
     delay_seconds: Annotated[float, Field(ge=0, le=366 * 86400)] | None = None
     max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] | None = None
 
 
 class JobOut(BaseModel):
@@ -81,7 +84,7 @@ class JobDetailOut(JobOut):
 class JobListQuery(BaseModel):
     state: JobState | None = None
     queue: QueueClass | None = None
-    kind: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    kind: KindName | None = None
     q: Annotated[str, Field(max_length=200, description="substring of arguments or error text")] | None = None
     since: AwareDatetime | None = Field(None, description="updated at or after")
     until: AwareDatetime | None = Field(None, description="updated before")
@@ -107,7 +110,7 @@ class BulkByFilter(BaseModel):
 
     state: JobState
     queue: QueueClass | None = None
-    kind: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    kind: KindName | None = None
     q: Annotated[str, Field(max_length=200)] | None = None
     limit: Annotated[int, Field(ge=1, le=10_000)] = 10_000
 
