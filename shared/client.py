@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aio_pika
 import asyncpg
 
 from shared.batching import Batcher
@@ -174,6 +175,13 @@ class JobClient:
                 log.warning("publish deferred to the outbox relay", extra={"job_id": str(row["id"]),
                                                                           "error": str(exc)})
                 break
+            except aio_pika.exceptions.DeliveryError as exc:
+                # The row is committed, so the caller's job exists: no queue takes its service's messages
+                # yet (no worker of it ever started); the relay publishes it once one is declared.
+                log.error("job unroutable; left to the outbox relay", extra={"job_id": str(row["id"]),
+                                                                             "service": row["service"],
+                                                                             "error": repr(exc)})
+                continue
             published.append(row["id"])
         if published and connection is not None:
             await job_queries.mark_published(connection, published)

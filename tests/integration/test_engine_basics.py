@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 
 from shared.db import jobs as job_queries
+from shared.messaging.topology import work_queue
 from shared.worker import Runtime
 from tests.conftest import StartWorker
+from tests.support.environment import Management, TestEnvironment
+from tests.support.kinds import TEST_SERVICE
 from tests.support.waiting import eventually
 
 
@@ -46,3 +50,13 @@ async def test_handler_log_lines_are_kept_under_the_job(runtime: Runtime, start_
 
     lines = await eventually(logged, what="the handler's log line in job_logs")
     assert "handler says hello from the handler" in lines
+
+
+async def test_an_unroutable_publish_leaves_a_committed_job_to_the_relay_instead_of_failing_the_caller(
+    runtime: Runtime, env: TestEnvironment, management: Management
+) -> None:
+    await management.request("DELETE", f"queues/{quote(env.vhost, safe='')}/{work_queue(TEST_SERVICE)}")
+    job = await runtime.client.enqueue("test.noop", {"n": 1})
+    assert job is not None and job.created
+    row = await job_queries.get_job(runtime.pool, job.id)
+    assert row is not None and (row["state"], row["published_at"]) == ("enqueued", None)
