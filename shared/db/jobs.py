@@ -20,11 +20,11 @@ Executor = asyncpg.Connection | asyncpg.Pool
 LOCK_IN_ORDER = "SELECT id FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
 
 # Operator requeue, of one job or many: back to `enqueued` with a fresh attempt budget.
-REQUEUE = """UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL,
-                             published_at = NULL, run_at = least(run_at, now()), finished_at = NULL,
-                             updated_at = now()
-              WHERE id = ANY($1::uuid[]) AND state = ANY($3::text[])
-          RETURNING *"""
+REQUEUE = f"""UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL,
+                              published_at = NULL, run_at = least(run_at, now()), finished_at = NULL,
+                              updated_at = now()
+               WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($3::text[])
+           RETURNING *"""
 REQUEUEABLE_STATES = sorted(state.value for state in REQUEUEABLE)
 
 
