@@ -18,6 +18,8 @@ pytestmark = pytest.mark.timeout(300)
 log = logging.getLogger(__name__)
 
 OUTAGE_SECONDS = 5.0
+# Every count is of this test's kind: the scheduler runs the seeded recurring jobs too (reap-dead-servers fires
+# each minute), and their rows are not the 1,000 this test enqueued.
 
 
 async def enqueue_jobs(runtime: Runtime, count: int) -> None:
@@ -46,30 +48,35 @@ async def test_a_5s_broker_outage_delays_jobs_but_loses_none(
                 await enqueue_jobs(runtime, 400)
 
                 in_flight_at_cut = await runtime.pool.fetchval(
-                    "SELECT count(*) FROM jobs WHERE state IN ('enqueued', 'processing')"
+                    "SELECT count(*) FROM jobs WHERE kind = 'test.sleep' AND state IN ('enqueued', 'processing')"
                 )
                 await proxy.cut()
                 outage = asyncio.create_task(asyncio.sleep(OUTAGE_SECONDS))
                 await enqueue_jobs(runtime, 200)  # every publish here fails; the rows wait
                 await outage
                 unpublished_during_outage = await runtime.pool.fetchval(
-                    "SELECT count(*) FROM jobs WHERE published_at IS NULL"
+                    "SELECT count(*) FROM jobs WHERE kind = 'test.sleep' AND published_at IS NULL"
                 )
                 await proxy.restore()
 
                 await enqueue_jobs(runtime, 400)
 
                 async def all_succeeded() -> bool:
-                    count = await runtime.pool.fetchval("SELECT count(*) FROM jobs WHERE state = 'succeeded'")
+                    count = await runtime.pool.fetchval(
+                        "SELECT count(*) FROM jobs WHERE kind = 'test.sleep' AND state = 'succeeded'"
+                    )
                     assert not worker.done(), "the worker exited"
                     return bool(count == 1000)
 
                 await eventually(all_succeeded, timeout=180, what="all 1,000 jobs to succeed")
-                assert await runtime.pool.fetchval("SELECT count(*) FROM jobs") == 1000
+                assert await runtime.pool.fetchval("SELECT count(*) FROM jobs WHERE kind = 'test.sleep'") == 1000
                 assert in_flight_at_cut > 0, "the outage should hit jobs waiting or running"
                 # The client never retries a publish: the rows it left unpublished were published by the relay.
                 assert unpublished_during_outage >= 200
-                assert await runtime.pool.fetchval("SELECT count(*) FROM jobs WHERE published_at IS NULL") == 0
+                unpublished_after = await runtime.pool.fetchval(
+                    "SELECT count(*) FROM jobs WHERE kind = 'test.sleep' AND published_at IS NULL"
+                )
+                assert unpublished_after == 0
                 assert proxy.connections_accepted >= 4  # both processes reconnected after the outage
                 assert runtime.broker.is_connected
             assert not worker.done()
