@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aio_pika
@@ -111,11 +111,9 @@ class JobClient:
             raise ValueError("run_at must carry a time zone offset")
         if max_attempts is not None and max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        now = datetime.now(UTC)
-        if delay is not None:
-            run_at = now + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
+        if isinstance(delay, timedelta):
+            delay = delay.total_seconds()
         queue_class = QueueClass(queue) if queue is not None else kind.queue
-        scheduled = run_at is not None and run_at > now
         return job_queries.NewJob(
             id=uuid.uuid4(),
             kind=kind.name,
@@ -123,9 +121,10 @@ class JobClient:
             queue=queue_class.value,
             service=kind.service,
             priority=queue_class.priority,
-            state=JobState.SCHEDULED if scheduled else JobState.ENQUEUED,
+            state=None,  # scheduled or enqueued, decided by Postgres' clock
             max_attempts=max_attempts or policy_for(kind, self.default_retry).max_attempts,
-            run_at=run_at if run_at is not None else now,
+            run_at=run_at,
+            delay_seconds=delay,
             idempotency_key=idempotency_key,
             recurring_id=recurring_id,
             fire_time=fire_time,

@@ -6,7 +6,7 @@ import sys
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -41,6 +41,16 @@ class Settings(BaseSettings):
     worker_prefetch: int | None = Field(None, ge=1, le=10000)
     shutdown_timeout_seconds: float = Field(30.0, ge=0)
     heartbeat_seconds: float = Field(5.0, gt=0)
+    # A running job's lease: renewed every HEARTBEAT_SECONDS; another worker may take the job only once it
+    # has expired, and the holder stops the job itself when it could not renew for JOB_LEASE_SECONDS minus
+    # two heartbeats (so it has stopped before anyone else can start it).
+    job_lease_seconds: float = Field(30.0, gt=0)
+    # AMQP heartbeat: RabbitMQ drops the connection of a frozen process after about twice this, and gives
+    # its prefetched messages to another worker.
+    amqp_heartbeat_seconds: int = Field(10, ge=1, le=600)
+    # An `enqueued` job whose message has not been consumed for this long (a purged or lost queue) is
+    # published again; a second copy of a live message is dropped by the claim.
+    republish_enqueued_seconds: float = Field(300.0, gt=0)
 
     scheduler_timezone: str = "UTC"
     scheduler_poll_seconds: float = Field(1.0, gt=0)
@@ -85,6 +95,19 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return upper
 
+    @model_validator(mode="after")
+    def _check_lease(self) -> Settings:
+        if self.job_lease_seconds < 3 * self.heartbeat_seconds:
+            raise ValueError(
+                f"JOB_LEASE_SECONDS ({self.job_lease_seconds:g}) must be at least three HEARTBEAT_SECONDS "
+                f"({self.heartbeat_seconds:g}): a lease is renewed every heartbeat and needs room for a missed one"
+            )
+        return self
+
+    def lease_fence_seconds(self) -> float:
+        """How long a worker keeps running a job it could not renew: it stops two heartbeats before expiry."""
+        return self.job_lease_seconds - 2 * self.heartbeat_seconds
+
     def concurrency_for(self, default: int) -> int:
         return self.worker_concurrency or default
 
@@ -95,6 +118,9 @@ class Settings(BaseSettings):
 def describe_errors(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
+        if not item["loc"]:  # a rule across settings names its variables in its own message
+            lines.append(f"invalid settings: {item['msg'].removeprefix('Value error, ')}")
+            continue
         variable = "_".join(str(part) for part in item["loc"][:1]).upper()
         lines.append(f"invalid setting {variable}={item.get('input')!r}: {item['msg']}")
     return "\n".join(lines)

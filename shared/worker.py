@@ -15,7 +15,7 @@ from shared.client import JobClient
 from shared.db import jobs as job_queries
 from shared.db.migrate import migrate
 from shared.db.pool import open_pool
-from shared.lifecycle import dead_after, heartbeat, new_server_id
+from shared.lifecycle import heartbeat, new_server_id
 from shared.logs import JobLogBuffer
 from shared.messaging.broker import Broker
 from shared.messaging.consumer import Consumer, Handler
@@ -47,11 +47,14 @@ class Runtime:
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings, registry: Registry, *, pool_size: int = 10) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: Settings, registry: Registry, *, pool_size: int = 10, connection_name: str | None = None
+) -> AsyncIterator[Runtime]:
     await migrate(settings.database_url)
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(open_pool(settings.database_url, max_size=pool_size))
-        broker = Broker(settings.amqp_url, topology_for(registry, settings))
+        broker = Broker(settings.amqp_url, topology_for(registry, settings),
+                        heartbeat_seconds=settings.amqp_heartbeat_seconds, name=connection_name)
         await broker.connect()
         stack.push_async_callback(broker.close)
         client = JobClient(pool, broker, registry, default_retry(settings))
@@ -104,7 +107,7 @@ async def run_worker(
     server_id = new_server_id(service)
     async with AsyncExitStack() as stack:
         runtime = await stack.enter_async_context(
-            open_runtime(settings, registry, pool_size=min(concurrency + 4, 40))
+            open_runtime(settings, registry, pool_size=min(concurrency + 4, 40), connection_name=server_id)
         )
         await stack.enter_async_context(job_log_flusher(runtime.pool))
         await stack.enter_async_context(
@@ -115,7 +118,8 @@ async def run_worker(
             service=service, worker_id=server_id, broker=runtime.broker, pool=runtime.pool,
             client=runtime.client, registry=registry, handlers=handlers,
             default_retry=runtime.client.default_retry, prefetch=prefetch, concurrency=concurrency,
-            dead_after_seconds=dead_after(settings),
+            lease_seconds=settings.job_lease_seconds, renew_every_seconds=settings.heartbeat_seconds,
+            fence_after_seconds=settings.lease_fence_seconds(),
         )
         await consumer.start()
         log.info("worker ready", extra={"service": service, "server_id": server_id,

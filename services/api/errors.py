@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -16,6 +17,12 @@ from services.api.typedefs import SETTINGS
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+
+# What an unreachable or restarting Postgres raises: a lost or refused connection (class 08), a shutdown or a
+# not-yet-ready server (class 57), the socket itself, or a pool that could not hand out a connection in time.
+DEPENDENCY_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+                     asyncpg.InterfaceError, OSError, TimeoutError)
+RETRY_AFTER_SECONDS = 2
 
 
 class ApiError(Exception):
@@ -151,6 +158,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = error_response(error.status, error.reason.lower().replace(" ", "_"), error.reason)
         if "Allow" in error.headers:  # a 405 must still say which methods are allowed
             response.headers["Allow"] = error.headers["Allow"]
+        return response
+    except DEPENDENCY_ERRORS as exc:
+        # Postgres is restarting or unreachable: a caller can retry this, which a 500 would not tell it.
+        log.warning("database unavailable", extra={"path": request.path, "error": repr(exc)})
+        response = error_response(503, "service_unavailable", "the database is unavailable; try again shortly",
+                                  [{"dependency": "postgres", "message": str(exc) or type(exc).__name__}])
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})

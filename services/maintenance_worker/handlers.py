@@ -7,12 +7,9 @@ from typing import Any
 from services.maintenance_worker.report import gather_report, report_window
 from shared.client import IdempotencyConflict
 from shared.db import maintenance, reports
-from shared.db.pool import acquire
 from shared.kinds import NoArgs
 from shared.lifecycle import dead_after
-from shared.messaging.broker import BrokerUnavailable
 from shared.messaging.consumer import Handler, JobContext
-from shared.messaging.envelope import Envelope
 from shared.registry import InvalidJobArguments
 from shared.settings import Settings
 
@@ -72,29 +69,12 @@ class MaintenanceHandlers:
         return {"day": day.isoformat(), "mailed_to": mailed}
 
     async def reap_dead_servers(self, ctx: JobContext, args: NoArgs) -> dict[str, Any]:
-        threshold = dead_after(self.settings)
-        async with acquire(ctx.pool) as connection, connection.transaction():
-            requeued = await maintenance.requeue_orphaned_jobs(connection, threshold)
-            failed = await maintenance.fail_orphaned_jobs(connection, threshold)
-            removed = await maintenance.delete_dead_servers(connection, threshold)
-        # After commit: a lost publish leaves the rows for the outbox relay, never loses them.
-        await ctx.client.publish(list(requeued))
-        for row in failed:
-            try:
-                await ctx.client.broker.publish_dead(
-                    Envelope(row["id"], row["kind"], row["attempt"]).encode(),
-                    "attempts exhausted: its server stopped heartbeating",
-                    {"job_id": str(row["id"]), "kind": row["kind"], "service": row["service"]},
-                )
-            except BrokerUnavailable:
-                ctx.log.warning("could not copy failed job %s to the parking lot", row["id"])
+        # Only the servers list: the jobs of a dead worker are recovered when their leases expire (the
+        # scheduler's lease sweeper), never because a heartbeat looks old from here.
+        removed = await maintenance.delete_dead_servers(ctx.pool, dead_after(self.settings))
         for server in removed:
             ctx.log.info("removed dead server %s", server)
-        for row in requeued:
-            ctx.log.info("requeued job %s (%s) from a dead server", row["id"], row["kind"])
-        for row in failed:
-            ctx.log.warning("job %s (%s) failed: its server died during the last attempt", row["id"], row["kind"])
-        return {"requeued": len(requeued), "failed": len(failed), "servers_removed": removed}
+        return {"servers_removed": removed}
 
 
 def build_handlers(settings: Settings) -> dict[str, Handler]:

@@ -97,13 +97,25 @@ class DuePromoter:
 
 
 class OutboxRelay:
-    """Publishes committed `enqueued` jobs whose publish never confirmed (crash, broker outage)."""
+    """Nothing stuck: publishes what should be on a queue and is not.
+
+    - committed `enqueued` jobs whose publish never confirmed (crash, broker outage);
+    - `enqueued` jobs whose message was not consumed for REPUBLISH_ENQUEUED_SECONDS (a purged or lost queue);
+    - `processing` jobs whose lease expired (their worker died, froze or lost Postgres): a copy for the
+      current attempt lets another worker take them over, or they fail when it was their last attempt;
+    - `retrying` jobs whose delayed message is long overdue (dead-lettering out of a classic delay queue is
+      at-most-once).
+    A copy of a message that is still on its way is harmless: the claim runs a job once per attempt.
+    """
 
     def __init__(self, runtime: Runtime, stop: asyncio.Event) -> None:
         self.runtime = runtime
         self.stop = stop
         self.grace_seconds = runtime.settings.outbox_grace_seconds
-        self.every_seconds = max(runtime.settings.scheduler_poll_seconds, 1.0)
+        self.republish_seconds = runtime.settings.republish_enqueued_seconds
+        # A lease-expired job whose republished copy was not taken within a lease is published once more.
+        self.lease_seconds = runtime.settings.job_lease_seconds
+        self.every_seconds = max(min(runtime.settings.scheduler_poll_seconds, 1.0), 0.2)
 
     async def run(self) -> None:
         while not self.stop.is_set():
@@ -119,10 +131,11 @@ class OutboxRelay:
 
     async def relay_all(self) -> int:
         total = 0
+        unroutable: list[uuid.UUID] = []
         while not self.stop.is_set():
             async with acquire(self.runtime.pool) as connection, connection.transaction():
-                rows = await job_queries.unpublished(connection, self.grace_seconds, BATCH_SIZE)
-                published, broker_down = await self._publish_locked(rows)
+                rows = await job_queries.unpublished(connection, self.grace_seconds, BATCH_SIZE, unroutable)
+                published, broker_down = await self._publish_locked(rows, unroutable)
                 # Marked on the connection holding the row locks: another relay skips these rows until
                 # this transaction commits and then no longer sees them, so it never publishes them again.
                 # (JobClient.publish marks through the pool, which would wait on our own locks.)
@@ -135,23 +148,60 @@ class OutboxRelay:
                 log.warning("broker unavailable; the relay tries again",
                             extra={"unpublished": len(rows) - len(published)})
                 return total
-            if len(rows) < BATCH_SIZE or not published:
+            if len(rows) < BATCH_SIZE:
                 break
-        return total + await self.republish_overdue_retries()
+        return (total + await self.republish_stale_enqueued() + await self.recover_expired_leases()
+                + await self.republish_overdue_retries())
+
+    async def republish_stale_enqueued(self) -> int:
+        async with acquire(self.runtime.pool) as connection, connection.transaction():
+            rows = await job_queries.stale_enqueued(connection, self.republish_seconds, BATCH_SIZE)
+            published, _ = await self._publish_locked(rows)
+            if published:
+                await job_queries.mark_republished(connection, published)
+        if published:
+            log.warning("republished enqueued jobs whose message was not consumed",
+                        extra={"count": len(published), "after_seconds": self.republish_seconds})
+        return len(published)
+
+    async def recover_expired_leases(self) -> int:
+        async with acquire(self.runtime.pool) as connection, connection.transaction():
+            rows = await job_queries.expired_leases(connection, self.lease_seconds, BATCH_SIZE)
+            exhausted = [row["id"] for row in rows if row["attempt"] >= row["max_attempts"]]
+            failed = await job_queries.fail_lease_expired(connection, exhausted) if exhausted else []
+            published, _ = await self._publish_locked([row for row in rows if row["id"] not in set(exhausted)])
+            if published:
+                await job_queries.mark_republished(connection, published)
+        for row in rows:
+            if row["id"] in published:
+                log.warning("lease expired; job published for another worker to take over",
+                            extra={"job_id": str(row["id"]), "worker": row["worker"], "attempt": row["attempt"]})
+        for row in failed:
+            try:
+                await self.runtime.broker.publish_dead(
+                    Envelope(row["id"], row["kind"], row["attempt"]).encode(),
+                    "attempts exhausted: its lease expired during the last attempt",
+                    {"job_id": str(row["id"]), "kind": row["kind"], "service": row["service"]},
+                )
+            except BrokerUnavailable:
+                log.warning("could not copy a failed job to the parking lot", extra={"job_id": str(row["id"])})
+        return len(published) + len(failed)
 
     async def republish_overdue_retries(self) -> int:
-        """Retries whose delayed message never came back (dead-lettering out of a delay queue is
-        at-most-once) go straight to their work queue; a copy that does arrive later is skipped by the claim."""
+        """Retries whose delayed message never came back go straight to their work queue; a copy that does
+        arrive later is skipped by the claim, and none can run before the job's retry_at."""
         async with acquire(self.runtime.pool) as connection, connection.transaction():
             rows = await job_queries.overdue_retries(connection, OVERDUE_RETRY_SECONDS, BATCH_SIZE)
             published, _ = await self._publish_locked(rows)
             if published:
-                await job_queries.postpone_retries(connection, published, OVERDUE_RETRY_SECONDS)
+                await job_queries.mark_republished(connection, published)
         if published:
             log.warning("republished overdue retries", extra={"count": len(published)})
         return len(published)
 
-    async def _publish_locked(self, rows: Sequence[asyncpg.Record]) -> tuple[list[uuid.UUID], bool]:
+    async def _publish_locked(
+        self, rows: Sequence[asyncpg.Record], unroutable: list[uuid.UUID] | None = None
+    ) -> tuple[list[uuid.UUID], bool]:
         """The ids published, and whether the broker went away before the end."""
         published: list[uuid.UUID] = []
         for row in rows:
@@ -163,9 +213,11 @@ class OutboxRelay:
                 return published, True
             except aio_pika.exceptions.DeliveryError as exc:
                 # No queue takes this service's messages (no process declared it): the row stays for a
-                # later round instead of blocking the rows behind it.
+                # later round, and this round goes on past it to the rows behind.
                 log.error("job unroutable; left unpublished",
                           extra={"job_id": str(row["id"]), "service": row["service"], "error": repr(exc)})
+                if unroutable is not None:
+                    unroutable.append(row["id"])
                 continue
             published.append(row["id"])
         return published, False

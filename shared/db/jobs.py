@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,14 +28,9 @@ REQUEUE = f"""UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2
 REQUEUEABLE_STATES = sorted(state.value for state in REQUEUEABLE)
 
 
-def no_live_holder(threshold: str) -> str:
-    """SQL: the job's worker has not heartbeaten within `threshold` (the placeholder of the seconds)."""
-    return f"""NOT EXISTS (SELECT 1 FROM servers s
-                             WHERE s.id = jobs.worker
-                               AND s.last_heartbeat > now() - make_interval(secs => {threshold}))"""
-
-
 CLAIMED_COLUMNS = "id, kind, args, queue, service, priority, attempt, max_attempts, run_at, parent_id"
+# The same columns qualified, for UPDATE … FROM statements where `id` alone would be ambiguous.
+CLAIMED_RETURNING = ", ".join(f"jobs.{column}" for column in CLAIMED_COLUMNS.split(", "))
 
 
 @dataclass(frozen=True)
@@ -46,14 +41,17 @@ class NewJob:
     queue: str
     service: str
     priority: int
-    state: JobState
+    # None: Postgres decides with its own clock, `scheduled` when run_at is still ahead, else `enqueued`;
+    # the clock of the host that enqueues never matters.
+    state: JobState | None
     max_attempts: int
-    run_at: datetime
+    run_at: datetime | None  # None: now() + delay_seconds, by Postgres' clock
     idempotency_key: str | None = None
     recurring_id: str | None = None
     fire_time: datetime | None = None
     parent_id: uuid.UUID | None = None
     state_reason: str | None = None
+    delay_seconds: float | None = None
 
 
 async def insert_job(executor: Executor, job: NewJob) -> asyncpg.Record | None:
@@ -61,12 +59,16 @@ async def insert_job(executor: Executor, job: NewJob) -> asyncpg.Record | None:
     return await executor.fetchrow(
         """INSERT INTO jobs (id, kind, args, queue, service, priority, state, max_attempts, run_at,
                              idempotency_key, recurring_id, fire_time, parent_id, state_reason)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+           SELECT $1, $2, $3, $4, $5, $6,
+                  coalesce($7, CASE WHEN due.run_at > now() THEN 'scheduled' ELSE 'enqueued' END),
+                  $8, due.run_at, $10, $11, $12, $13, $14
+             FROM (SELECT coalesce($9::timestamptz,
+                                   now() + make_interval(secs => coalesce($15::float8, 0))) AS run_at) AS due
            ON CONFLICT DO NOTHING
            RETURNING *""",
-        job.id, job.kind, job.args, job.queue, job.service, job.priority, job.state.value,
-        job.max_attempts, job.run_at, job.idempotency_key, job.recurring_id, job.fire_time,
-        job.parent_id, job.state_reason,
+        job.id, job.kind, job.args, job.queue, job.service, job.priority,
+        None if job.state is None else job.state.value, job.max_attempts, job.run_at, job.idempotency_key,
+        job.recurring_id, job.fire_time, job.parent_id, job.state_reason, job.delay_seconds,
     )
 
 
@@ -96,32 +98,79 @@ async def mark_published(executor: Executor, job_ids: Sequence[uuid.UUID]) -> No
 
 
 async def claim_many(
-    executor: Executor, worker: str, deliveries: Sequence[tuple[uuid.UUID, bool]], *, dead_after_seconds: float
+    executor: Executor, worker: str, deliveries: Sequence[tuple[uuid.UUID, int]], *, lease_seconds: float
 ) -> dict[uuid.UUID, asyncpg.Record]:
-    """Take jobs for `worker`, for many (job id, redelivered) deliveries in one statement; the rows taken, by id.
+    """Take jobs for `worker` under a fresh lease, for many (job id, message attempt) deliveries in one statement.
 
-    None is taken that is finished, deleted, or alive in another worker. A job still `processing` is
-    taken over when RabbitMQ redelivered its message (the previous holder's channel closed) or when its
-    holder stopped heartbeating. A job delivered twice in one batch is claimed once; the caller gives
-    it to one delivery only.
+    A delivery takes an `enqueued` job; a `retrying` one only when it carries the attempt that failed and the
+    retry is due by Postgres' clock; a `processing` one only when its lease has expired, the delivery is for
+    its current attempt (the sweeper's copy) and attempts are left. Never because a message was redelivered:
+    a live lease means its holder may still be running the job. A job delivered twice in one batch is claimed
+    once; the caller gives it to one delivery only.
     """
     rows = await executor.fetch(
         f"""UPDATE jobs
-               SET state = 'processing', attempt = attempt + 1, worker = $2,
+               SET state = 'processing', attempt = jobs.attempt + 1, worker = $2,
+                   lease_expires_at = now() + make_interval(secs => $4),
                    started_at = now(), updated_at = now(), finished_at = NULL,
                    state_reason = CASE WHEN jobs.state = 'processing'
-                                       THEN 'taken over from ' || coalesce(jobs.worker, 'unknown worker') END
-              FROM (SELECT id, bool_or(redelivered) AS redelivered
-                      FROM unnest($1::uuid[], $3::bool[]) AS d(id, redelivered) GROUP BY id) AS d
+                                       THEN 'taken over from ' || coalesce(jobs.worker, 'unknown worker')
+                                            || ': its lease expired' END
+              FROM (SELECT id, array_agg(attempt) AS attempts
+                      FROM unnest($1::uuid[], $3::int[]) AS d(id, attempt) GROUP BY id) AS d
              WHERE jobs.id = d.id AND jobs.id IN ({LOCK_IN_ORDER})
-               AND (jobs.state = ANY($4::text[])
-                    OR (jobs.state = 'processing'
-                        AND (d.redelivered OR {no_live_holder("$5")})))
-         RETURNING {", ".join(f"jobs.{column}" for column in CLAIMED_COLUMNS.split(", "))}""",
-        [job_id for job_id, _ in deliveries], worker, [redelivered for _, redelivered in deliveries],
-        ["enqueued", "retrying"], dead_after_seconds,
+               AND (jobs.state = 'enqueued'
+                    OR (jobs.state = 'retrying' AND jobs.attempt = ANY(d.attempts)
+                        AND coalesce(jobs.retry_at, '-infinity') <= now())
+                    OR (jobs.state = 'processing' AND jobs.attempt = ANY(d.attempts)
+                        AND coalesce(jobs.lease_expires_at, '-infinity') <= now()
+                        AND jobs.attempt < jobs.max_attempts))
+         RETURNING {CLAIMED_RETURNING}""",
+        [job_id for job_id, _ in deliveries], worker, [attempt for _, attempt in deliveries], lease_seconds,
     )
     return {row["id"]: row for row in rows}
+
+
+async def delivery_verdict(executor: Executor, job_id: uuid.UUID) -> asyncpg.Record | None:
+    """Why a delivery was not claimed: the job's state and whether its retry is due or its lease live."""
+    return await executor.fetchrow(
+        """SELECT state, attempt, max_attempts, worker,
+                  coalesce(retry_at, '-infinity') > now() AS retry_early,
+                  coalesce(lease_expires_at, '-infinity') > now() AS lease_live
+             FROM jobs WHERE id = $1""",
+        job_id,
+    )
+
+
+async def renew_leases(
+    executor: Executor, worker: str, jobs: Sequence[tuple[uuid.UUID, int]], lease_seconds: float
+) -> set[uuid.UUID]:
+    """Extend the leases of the jobs `worker` still holds, in one statement; the ids that are still its own.
+
+    A job missing from the answer was taken over, deleted or finished meanwhile: its run must stop.
+    """
+    rows = await executor.fetch(
+        f"""UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $4)
+              FROM unnest($1::uuid[], $2::int[]) AS h(id, attempt)
+             WHERE jobs.id = h.id AND jobs.id IN ({LOCK_IN_ORDER})
+               AND jobs.state = 'processing' AND jobs.worker = $3 AND jobs.attempt = h.attempt
+         RETURNING jobs.id""",
+        [job_id for job_id, _ in jobs], [attempt for _, attempt in jobs], worker, lease_seconds,
+    )
+    return {row["id"] for row in rows}
+
+
+async def count_dropped(executor: Executor, service: str, counts: Mapping[str, int]) -> None:
+    await executor.execute(
+        """INSERT INTO dropped_deliveries (service, reason, count)
+           SELECT $1, r.reason, r.count FROM unnest($2::text[], $3::bigint[]) AS r(reason, count)
+           ON CONFLICT (service, reason) DO UPDATE SET count = dropped_deliveries.count + excluded.count""",
+        service, list(counts), list(counts.values()),
+    )
+
+
+async def dropped_deliveries(executor: Executor) -> list[asyncpg.Record]:
+    return await executor.fetch("SELECT service, reason, count FROM dropped_deliveries ORDER BY service, reason")
 
 
 async def job_state(executor: Executor, job_id: uuid.UUID) -> str | None:
@@ -129,34 +178,41 @@ async def job_state(executor: Executor, job_id: uuid.UUID) -> str | None:
     return state
 
 
+# An outcome counts only from the worker holding the job's live lease for that very attempt: a worker that
+# was frozen, cut off or taken over writes nothing, whatever its handler returned.
+_HOLDS_LEASE = "jobs.state = 'processing' AND jobs.worker = {worker} AND jobs.attempt = {attempt} " \
+               "AND jobs.lease_expires_at > now()"
+
+
 async def mark_succeeded_many(
-    executor: Executor, worker: str, outcomes: Sequence[tuple[uuid.UUID, Any]]
+    executor: Executor, worker: str, outcomes: Sequence[tuple[uuid.UUID, int, Any]]
 ) -> set[uuid.UUID]:
-    """Record jobs as `succeeded` with their results, in one statement; the ids that were still this worker's."""
+    """Record (job, attempt, result) as `succeeded`, in one statement; the ids whose lease was still this worker's."""
     rows = await executor.fetch(
         f"""UPDATE jobs SET state = 'succeeded', result = o.result::jsonb, finished_at = now(),
-                           updated_at = now(), state_reason = NULL
-             FROM unnest($1::uuid[], $2::text[]) AS o(id, result)
-            WHERE jobs.id = o.id AND jobs.id IN ({LOCK_IN_ORDER}) AND jobs.state = 'processing' AND jobs.worker = $3
+                           updated_at = now(), state_reason = NULL, lease_expires_at = NULL
+             FROM unnest($1::uuid[], $2::int[], $3::text[]) AS o(id, attempt, result)
+            WHERE jobs.id = o.id AND jobs.id IN ({LOCK_IN_ORDER})
+              AND {_HOLDS_LEASE.format(worker="$4", attempt="o.attempt")}
         RETURNING jobs.id""",
-        [job_id for job_id, _ in outcomes],
-        [None if result is None else json.dumps(result) for _, result in outcomes],
+        [job_id for job_id, _, _ in outcomes], [attempt for _, attempt, _ in outcomes],
+        [None if result is None else json.dumps(result) for _, _, result in outcomes],
         worker,
     )
     return {row["id"] for row in rows}
 
 
 async def mark_attempt_failed(
-    executor: Executor, job_id: uuid.UUID, worker: str, *, state: JobState, reason: str,
+    executor: Executor, job_id: uuid.UUID, attempt: int, worker: str, *, state: JobState, reason: str,
     error: str, traceback: str | None, retry_in_seconds: float | None = None,
 ) -> bool:
     """Record a failed attempt as `retrying` (due back in `retry_in_seconds`) or `failed` (final)."""
     status = await executor.execute(
-        """UPDATE jobs SET state = $3, state_reason = $4, last_error = $5, last_traceback = $6,
+        f"""UPDATE jobs SET state = $3, state_reason = $4, last_error = $5, last_traceback = $6,
                            finished_at = CASE WHEN $3 = 'failed' THEN now() END, updated_at = now(),
-                           retry_at = now() + make_interval(secs => $7)
-            WHERE id = $1 AND state = 'processing' AND worker = $2""",
-        job_id, worker, state.value, reason, error, traceback, retry_in_seconds,
+                           retry_at = now() + make_interval(secs => $7), lease_expires_at = NULL
+            WHERE jobs.id = $1 AND {_HOLDS_LEASE.format(worker="$2", attempt="$8")}""",
+        job_id, worker, state.value, reason, error, traceback, retry_in_seconds, attempt,
     )
     return bool(status == "UPDATE 1")
 
@@ -164,10 +220,13 @@ async def mark_attempt_failed(
 async def overdue_retries(
     connection: asyncpg.Connection, overdue_seconds: float, limit: int
 ) -> list[asyncpg.Record]:
-    """`retrying` jobs whose delayed message should have come back long ago, locked for the caller."""
+    """`retrying` jobs whose delayed message should have come back long ago (and was not republished within
+    `overdue_seconds`), locked for the caller. Their retry_at stays: a republished copy is never early."""
     return await connection.fetch(
         f"""SELECT {CLAIMED_COLUMNS} FROM jobs
              WHERE state = 'retrying' AND retry_at < now() - make_interval(secs => $1)
+               AND (published_at IS NULL OR published_at < retry_at
+                    OR published_at < now() - make_interval(secs => $1))
              ORDER BY retry_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED""",
@@ -175,21 +234,21 @@ async def overdue_retries(
     )
 
 
-async def postpone_retries(connection: asyncpg.Connection, job_ids: Sequence[uuid.UUID], seconds: float) -> None:
-    """Give republished retries time to reach a worker before they count as overdue again."""
-    await connection.execute(
-        "UPDATE jobs SET retry_at = now() + make_interval(secs => $2) WHERE id = ANY($1::uuid[])",
-        list(job_ids), seconds,
-    )
+async def release(
+    executor: Executor, jobs: Sequence[tuple[uuid.UUID, int]], worker: str, reason: str
+) -> list[asyncpg.Record]:
+    """Give held jobs back as `enqueued` without counting the interrupted attempt (graceful shutdown).
 
-
-async def release(executor: Executor, job_ids: Sequence[uuid.UUID], worker: str, reason: str) -> None:
-    """Give jobs back to the queue without counting the interrupted attempt (graceful shutdown)."""
-    await executor.execute(
-        f"""UPDATE jobs SET state = 'enqueued', attempt = greatest(attempt - 1, 0), state_reason = $3,
-                           worker = NULL, updated_at = now()
-            WHERE id IN ({LOCK_IN_ORDER}) AND state = 'processing' AND worker = $2""",
-        list(job_ids), worker, reason,
+    The rows released, for the caller to publish; published_at is cleared so the outbox relay does it otherwise.
+    """
+    return await executor.fetch(
+        f"""UPDATE jobs SET state = 'enqueued', attempt = greatest(jobs.attempt - 1, 0), state_reason = $4,
+                           worker = NULL, lease_expires_at = NULL, published_at = NULL, updated_at = now()
+              FROM unnest($1::uuid[], $2::int[]) AS h(id, attempt)
+            WHERE jobs.id = h.id AND jobs.id IN ({LOCK_IN_ORDER})
+              AND jobs.state = 'processing' AND jobs.worker = $3 AND jobs.attempt = h.attempt
+        RETURNING {CLAIMED_RETURNING}""",
+        [job_id for job_id, _ in jobs], [attempt for _, attempt in jobs], worker, reason,
     )
 
 
@@ -229,16 +288,69 @@ async def next_due_time(executor: Executor) -> datetime | None:
     return value
 
 
-async def unpublished(connection: asyncpg.Connection, grace_seconds: float, limit: int) -> list[asyncpg.Record]:
-    """Committed jobs whose publish never confirmed, locked so replicas of the relay split them."""
+async def unpublished(
+    connection: asyncpg.Connection, grace_seconds: float, limit: int, skip: Sequence[uuid.UUID] = ()
+) -> list[asyncpg.Record]:
+    """Committed jobs whose publish never confirmed, locked so replicas of the relay split them.
+
+    `skip`: rows this round already found unroutable, so a full batch of them cannot hide the rows behind.
+    """
     return await connection.fetch(
         f"""SELECT {CLAIMED_COLUMNS} FROM jobs
              WHERE state = 'enqueued' AND published_at IS NULL
                AND updated_at < now() - make_interval(secs => $1)
+               AND NOT (id = ANY($3::uuid[]))
              ORDER BY updated_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED""",
-        grace_seconds, limit,
+        grace_seconds, limit, list(skip),
+    )
+
+
+async def stale_enqueued(connection: asyncpg.Connection, stale_seconds: float, limit: int) -> list[asyncpg.Record]:
+    """`enqueued` jobs published longer ago than `stale_seconds` and still not taken: their message may be gone
+    (a purged queue, a lost node). Locked for the caller, who publishes them again."""
+    return await connection.fetch(
+        f"""SELECT {CLAIMED_COLUMNS} FROM jobs
+             WHERE state = 'enqueued' AND updated_at < now() - make_interval(secs => $1)
+               AND published_at < now() - make_interval(secs => $1)
+             ORDER BY updated_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED""",
+        stale_seconds, limit,
+    )
+
+
+async def expired_leases(connection: asyncpg.Connection, stale_seconds: float, limit: int) -> list[asyncpg.Record]:
+    """`processing` jobs whose lease expired (their worker died, froze or lost Postgres) and that no copy
+    has been published for since, or for `stale_seconds`. Locked for the caller."""
+    return await connection.fetch(
+        f"""SELECT {CLAIMED_COLUMNS}, worker FROM jobs
+             WHERE state = 'processing' AND coalesce(lease_expires_at, '-infinity') < now()
+               AND (published_at IS NULL OR published_at < lease_expires_at
+                    OR published_at < now() - make_interval(secs => $1))
+             ORDER BY lease_expires_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED""",
+        stale_seconds, limit,
+    )
+
+
+async def mark_republished(connection: asyncpg.Connection, job_ids: Sequence[uuid.UUID]) -> None:
+    await connection.execute("UPDATE jobs SET published_at = now() WHERE id = ANY($1::uuid[])", list(job_ids))
+
+
+async def fail_lease_expired(connection: asyncpg.Connection, job_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
+    """Jobs whose lease expired during their last attempt: `failed`, like any exhausted job."""
+    return await connection.fetch(
+        f"""UPDATE jobs
+               SET state = 'failed', finished_at = now(), updated_at = now(), lease_expires_at = NULL,
+                   state_reason = 'attempts exhausted: the lease of ' || coalesce(worker, 'unknown worker')
+                                  || ' expired during the last attempt',
+                   last_error = 'worker ' || coalesce(worker, 'unknown') || ' stopped renewing its lease'
+             WHERE id = ANY($1::uuid[]) AND state = 'processing' AND lease_expires_at < now()
+         RETURNING {CLAIMED_COLUMNS}""",
+        list(job_ids),
     )
 
 

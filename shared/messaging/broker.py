@@ -26,8 +26,13 @@ class BrokerUnavailable(ConnectionError):
 
 
 class Broker:
-    def __init__(self, amqp_url: str, topology: Topology, *, publish_timeout: float = 5.0) -> None:
+    def __init__(
+        self, amqp_url: str, topology: Topology, *, publish_timeout: float = 5.0, heartbeat_seconds: int = 10,
+        name: str | None = None,
+    ) -> None:
         self.amqp_url = amqp_url
+        self.heartbeat_seconds = heartbeat_seconds
+        self.name = name
         self.topology = topology
         self.publish_timeout = publish_timeout
         self._connection: AbstractRobustConnection | None = None
@@ -49,7 +54,12 @@ class Broker:
         )
 
     async def connect(self) -> None:
-        self._connection = await aio_pika.connect_robust(self.amqp_url, reconnect_interval=1)
+        # A short AMQP heartbeat: RabbitMQ drops a frozen process's connection within about two intervals
+        # and gives its prefetched messages to another worker. The name shows in the management UI.
+        self._connection = await aio_pika.connect_robust(
+            self.amqp_url, reconnect_interval=1, heartbeat=self.heartbeat_seconds,
+            name=self.name,
+        )
         # on_return_raises: a message no queue would take is an error, never a silent drop.
         self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         await declare_topology(self._channel, self.topology)

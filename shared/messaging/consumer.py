@@ -1,15 +1,25 @@
-"""The worker runtime's hot path: claim the job row, run the handler, record the outcome, settle the message.
+"""The worker runtime's hot path: claim the job row under a lease, run the handler, record the outcome while
+the lease is live, settle the message.
 
-Acks and nacks happen in one place (`_on_message`); handlers never touch the message.
+A claimed job is owned by its lease in Postgres, not by the unacked delivery: a redelivered copy (a dropped
+connection, a killed worker) finds the lease live and is dropped, so no job runs on two workers at once. A
+worker that dies leaves its lease to expire; the scheduler's lease sweeper then publishes the job again and
+another worker takes it over. The message stays unacked while the job runs, so prefetch still bounds what a
+worker holds and priorities keep their meaning; a job still running after SETTLE_RUNNING_AFTER_SECONDS has
+its message acked early, long before RabbitMQ's consumer_timeout (30 min by default) would close the channel.
+Acks and nacks happen in this module only; handlers never touch the message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import time
 import traceback
 import uuid
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +60,37 @@ Handler = Callable[[JobContext, Any], Awaitable[Any]]
 
 
 class Outcome(enum.Enum):
-    ACK = "ack"  # the job's state is committed (or there was nothing to do)
-    REQUEUE = "requeue"  # give the message back; another delivery will finish the work
+    ACK = "ack"  # the job is claimed, or there was nothing to do
+    REQUEUE = "requeue"  # give the message back; another delivery will do the work
+
+
+# Errors meaning Postgres or RabbitMQ is away for now: the message goes back and nothing is counted against it.
+TRANSIENT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                    asyncpg.CannotConnectNowError, BrokerUnavailable)
+# A message whose handling fails this often for another reason (a bug, a row the code cannot read) is parked
+# rather than requeued forever.
+MAX_UNEXPECTED_FAILURES = 3
+# A job running this long has its message acked while it runs (its lease owns it anyway).
+SETTLE_RUNNING_AFTER_SECONDS = 60.0
+# How long an outcome write is retried while Postgres is away (still bounded by the job's lease).
+OUTCOME_RETRY_PAUSE_SECONDS = 0.5
+
+
+class JobTimeout(Exception):
+    """The handler ran past its kind's timeout."""
+
+
+@dataclass(eq=False)
+class Lease:
+    """A job this worker claimed: owned until `renewed_at` (monotonic, when the claim or last renewal that
+    succeeded was sent) plus the lease length."""
+
+    job_id: uuid.UUID
+    attempt: int
+    renewed_at: float
+    task: asyncio.Task[Any] | None = None  # the handler's run, cancelled when the lease is lost
+    lost: str | None = None
+    settled: bool = False  # its message was acked before the job ended (a long job)
 
 
 @dataclass(frozen=True)
@@ -62,13 +101,14 @@ class Failure:
     reason: str
 
 
-def describe_failure(exc: BaseException, *, timed_out: bool, timeout: float) -> Failure:
-    if timed_out:
+def describe_failure(exc: BaseException, *, timeout: float) -> Failure:
+    if isinstance(exc, JobTimeout):
         return Failure(f"timed out after {timeout:g}s", None, False, "timeout")
     permanent = isinstance(exc, (PermanentError, InvalidJobArguments))
     text = f"{type(exc).__name__}: {exc}"
     return Failure(text, "".join(traceback.format_exception(exc)), permanent,
                    "permanent error" if permanent else "error")
+
 
 
 class Consumer:
@@ -85,7 +125,9 @@ class Consumer:
         default_retry: RetryPolicy,
         prefetch: int,
         concurrency: int,
-        dead_after_seconds: float,
+        lease_seconds: float,
+        renew_every_seconds: float,
+        fence_after_seconds: float,
     ) -> None:
         self.service = service
         self.worker_id = worker_id
@@ -96,31 +138,40 @@ class Consumer:
         self.handlers = dict(handlers)
         self.default_retry = default_retry
         self.prefetch = prefetch
-        self.dead_after_seconds = dead_after_seconds
+        self.lease_seconds = lease_seconds
+        self.renew_every_seconds = renew_every_seconds
+        # A lease not renewed for this long is given up here first: the run stops before anyone may take over.
+        self.fence_after_seconds = fence_after_seconds
         self._slots = asyncio.Semaphore(concurrency)
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
-        self._inflight: dict[asyncio.Task[Any], uuid.UUID | None] = {}
+        self._inflight: dict[asyncio.Task[Any], Lease | None] = {}
+        self._leases: dict[uuid.UUID, Lease] = {}
+        self._lease_keeper: asyncio.Task[None] | None = None
+        self._settling: set[asyncio.Task[None]] = set()  # early acks of long jobs, kept from the collector
         self._stopping = False
-        self._running: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        self._dropped: Counter[str] = Counter()  # deliveries acked without running, by reason, not yet stored
+        self._unexpected_failures: OrderedDict[str, int] = OrderedDict()
         # Deliveries arriving together share one claim, and jobs finishing together one
         # `succeeded` write: one round trip and one commit each instead of one per job.
-        self._claims: Batcher[tuple[uuid.UUID, bool], asyncpg.Record | None] = Batcher(self._flush_claims)
-        self._succeeded: Batcher[tuple[uuid.UUID, Any], bool] = Batcher(self._flush_succeeded)
+        self._claims: Batcher[tuple[uuid.UUID, int], asyncpg.Record | None] = Batcher(self._flush_claims)
+        self._succeeded: Batcher[tuple[uuid.UUID, int, Any], bool] = Batcher(self._flush_succeeded)
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
 
     async def start(self) -> None:
+        self._lease_keeper = asyncio.create_task(self._keep_leases(), name=f"leases {self.worker_id}")
         self._channel = await self.broker.open_channel(self.prefetch)
         self._queue = await self._channel.get_queue(work_queue(self.service), ensure=True)
         self._consumer_tag = await self._queue.consume(self._on_message)
-        log.info("consuming", extra={"queue": work_queue(self.service), "prefetch": self.prefetch})
+        log.info("consuming", extra={"queue": work_queue(self.service), "prefetch": self.prefetch,
+                                     "lease_seconds": self.lease_seconds})
 
     async def stop(self, timeout: float) -> None:
-        """Stop taking work, let in-flight jobs finish up to `timeout`, then requeue the rest."""
+        """Stop taking work, let in-flight jobs finish up to `timeout`, then give the rest back."""
         self._stopping = True
         if self._queue is not None and self._consumer_tag is not None:
             try:
@@ -136,13 +187,18 @@ class Consumer:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        if self._lease_keeper is not None:
+            self._lease_keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_keeper
+        await self._store_dropped()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # aiormq cancels its delivery callbacks when their channel closes, as on a dropped
         # connection. The job runs in a task of our own so a network blip does not interrupt a
-        # handler that can still commit its outcome; the redelivered copy then finds it finished.
+        # handler whose lease is still live.
         work = asyncio.create_task(self._handle(message))
         self._inflight[work] = None
         await asyncio.shield(work)
@@ -150,26 +206,29 @@ class Consumer:
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         assert task is not None
+        outcome: Outcome | None
         try:
             async with self._slots:
                 # A prefetched delivery that waited for a slot past SIGTERM goes back untouched.
                 outcome = Outcome.REQUEUE if self._stopping else await self._process(message, task)
         except asyncio.CancelledError:
             # Shutdown ran out of patience: hand the job back, never to the parking lot.
-            job_id = self._inflight.get(task)
-            if job_id is not None:
-                await job_queries.release(self.pool, [job_id], self.worker_id, "worker shutdown")
-            await self._settle(message, Outcome.REQUEUE)
+            lease = self._inflight.get(task)
+            if lease is None:
+                await self._settle(message, Outcome.REQUEUE)
+            else:
+                await self._release(lease)  # published afresh (or left to the relay): this copy is done
+                if not lease.settled:
+                    await self._settle(message, Outcome.ACK)
             raise
-        except Exception:
-            log.exception("unexpected error while processing a message; requeued")
-            outcome = Outcome.REQUEUE
-            await asyncio.sleep(1)  # a database outage should not turn into a hot redelivery loop
+        except Exception as exc:
+            outcome = await self._unexpected(message, exc)
         finally:
-            job_id = self._inflight.pop(task, None)
-            if job_id is not None and self._running.get(job_id) is task:
-                del self._running[job_id]
-        await self._settle(message, outcome)
+            lease = self._inflight.pop(task, None)
+            if lease is not None and self._leases.get(lease.job_id) is lease:
+                del self._leases[lease.job_id]
+        if outcome is not None:
+            await self._settle(message, outcome)
 
     async def _settle(self, message: AbstractIncomingMessage, outcome: Outcome) -> None:
         try:
@@ -180,7 +239,25 @@ class Consumer:
         except Exception:  # the channel died; RabbitMQ redelivers unsettled messages on its own
             log.warning("could not settle message", extra={"outcome": outcome.value}, exc_info=True)
 
-    async def _process(self, message: AbstractIncomingMessage, task: asyncio.Task[Any]) -> Outcome:
+    async def _unexpected(self, message: AbstractIncomingMessage, exc: Exception) -> Outcome:
+        if isinstance(exc, TRANSIENT_ERRORS):
+            log.warning("database or broker unavailable while taking a message; requeued", exc_info=True)
+            await asyncio.sleep(1)  # an outage should not turn into a hot redelivery loop
+            return Outcome.REQUEUE
+        key = message.message_id or str(hash(message.body))
+        failures = self._unexpected_failures.pop(key, 0) + 1
+        if failures >= MAX_UNEXPECTED_FAILURES:
+            parked = await self._park(message.body, f"could not be handled {failures} times: {exc!r}"[:500], {})
+            return Outcome.ACK if parked else Outcome.REQUEUE
+        self._unexpected_failures[key] = failures
+        while len(self._unexpected_failures) > 10_000:  # remember recent messages only
+            self._unexpected_failures.popitem(last=False)
+        log.exception("unexpected error while processing a message; requeued", extra={"failures": failures})
+        await asyncio.sleep(1)
+        return Outcome.REQUEUE
+
+    async def _process(self, message: AbstractIncomingMessage, task: asyncio.Task[Any]) -> Outcome | None:
+        """The outcome to settle the message with, or None when it was settled already (the job was claimed)."""
         try:
             envelope = decode(message.body)
             if envelope.kind not in self.handlers:
@@ -188,25 +265,39 @@ class Consumer:
         except PoisonMessage as poison:
             return Outcome.ACK if await self._park(message.body, str(poison), {}) else Outcome.REQUEUE
 
-        earlier = self._running.get(envelope.job_id)
-        if earlier is not None:
-            # A redelivery of a job still running here (its channel closed under it): let that
-            # run finish first, so the job is not executed twice at once; the claim then sees
-            # its outcome.
-            await asyncio.wait({earlier})
-        row = await self._claims.submit((envelope.job_id, bool(message.redelivered)))
+        claim_sent = time.monotonic()
+        row = await self._claims.submit((envelope.job_id, envelope.attempt))
         if row is None:
-            state = await job_queries.job_state(self.pool, envelope.job_id)
-            if state is None:
-                parked = await self._park(message.body, f"job {envelope.job_id} does not exist", {})
-                return Outcome.ACK if parked else Outcome.REQUEUE
-            log.info("skipped delivery", extra={"job_id": str(envelope.job_id), "state": state})
-            return Outcome.ACK
-        self._inflight[task] = row["id"]
-        self._running[row["id"]] = task
-        return await self._run(row, message.body)
+            return await self._skip(message, envelope)
+        lease = Lease(row["id"], row["attempt"], renewed_at=claim_sent)
+        self._inflight[task] = lease
+        self._leases[lease.job_id] = lease
+        settle_early = asyncio.get_running_loop().call_later(
+            SETTLE_RUNNING_AFTER_SECONDS, self._settle_early, message, lease)
+        try:
+            await self._run(row, lease, message.body)
+        finally:
+            settle_early.cancel()
+        return None if lease.settled else Outcome.ACK
 
-    async def _run(self, row: asyncpg.Record, body: bytes) -> Outcome:
+    def _settle_early(self, message: AbstractIncomingMessage, lease: Lease) -> None:
+        lease.settled = True
+        task = asyncio.create_task(self._settle(message, Outcome.ACK))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _skip(self, message: AbstractIncomingMessage, envelope: Envelope) -> Outcome:
+        verdict = await job_queries.delivery_verdict(self.pool, envelope.job_id)
+        if verdict is None:
+            parked = await self._park(message.body, f"job {envelope.job_id} does not exist", {})
+            return Outcome.ACK if parked else Outcome.REQUEUE
+        reason = skip_reason(verdict, envelope.attempt)
+        self._dropped[reason] += 1
+        log.info("skipped delivery", extra={"job_id": str(envelope.job_id), "state": verdict["state"],
+                                            "reason": reason, "message_attempt": envelope.attempt})
+        return Outcome.ACK
+
+    async def _run(self, row: asyncpg.Record, lease: Lease, body: bytes) -> None:
         kind = self.registry.get(row["kind"])
         context = JobContext(
             job_id=row["id"], kind=row["kind"], attempt=row["attempt"], max_attempts=row["max_attempts"],
@@ -214,58 +305,150 @@ class Consumer:
             log=logging.getLogger(f"job.{row['kind']}"),
         )
         token = current_job_id.set(row["id"])
-        deadline = asyncio.timeout(kind.timeout_seconds)
         try:
-            args: BaseModel = kind.parse(row["args"])
-            async with deadline:
-                result = await self.handlers[row["kind"]](context, args)
-        except Exception as exc:
-            failure = describe_failure(exc, timed_out=deadline.expired(), timeout=kind.timeout_seconds)
-            context.log.warning("attempt %d failed: %s", row["attempt"], failure.error)
-            return await self._fail(row, kind, failure, body)
+            # Its own task, so that losing the lease can stop the handler without stopping this bookkeeping.
+            lease.task = asyncio.create_task(self._call(kind, context, row["args"]))
         finally:
             current_job_id.reset(token)
-        await self._succeeded.submit((row["id"], _jsonable(result)))
-        return Outcome.ACK
+        try:
+            result = await lease.task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if lease.lost is None or (current is not None and current.cancelling()):
+                raise
+            log.warning("job stopped: its lease is lost; its outcome is not recorded",
+                        extra={"job_id": str(lease.job_id), "attempt": lease.attempt, "reason": lease.lost})
+            return
+        except Exception as exc:
+            failure = describe_failure(exc, timeout=kind.timeout_seconds)
+            context.log.warning("attempt %d failed: %s", row["attempt"], failure.error)
+            await self._fail(row, lease, kind, failure, body)
+            return
+        await self._write_outcome(lease, lambda: self._succeeded.submit((lease.job_id, lease.attempt,
+                                                                        _jsonable(result))))
 
-    async def _flush_claims(self, deliveries: list[tuple[uuid.UUID, bool]]) -> list[asyncpg.Record | None]:
-        claimed = await job_queries.claim_many(
-            self.pool, self.worker_id, deliveries, dead_after_seconds=self.dead_after_seconds
-        )
+    async def _call(self, kind: JobKind, context: JobContext, raw_args: Any) -> Any:
+        args: BaseModel = kind.parse(raw_args)
+        deadline = asyncio.timeout(kind.timeout_seconds)
+        try:
+            async with deadline:
+                return await self.handlers[kind.name](context, args)
+        except TimeoutError as exc:
+            if deadline.expired():  # not a TimeoutError of the handler's own, such as an SMTP timeout
+                raise JobTimeout() from exc
+            raise
+
+    async def _write_outcome(self, lease: Lease, write: Callable[[], Awaitable[bool]]) -> bool:
+        """Write an outcome, retrying while Postgres is away and the lease lasts; False when it was refused."""
+        while True:
+            try:
+                recorded = await write()
+                break
+            except TRANSIENT_ERRORS as exc:
+                if lease.lost is not None or time.monotonic() > lease.renewed_at + self.fence_after_seconds:
+                    log.warning("outcome not recorded: database unavailable until the lease ran out",
+                                extra={"job_id": str(lease.job_id), "error": repr(exc)})
+                    return False
+                await asyncio.sleep(OUTCOME_RETRY_PAUSE_SECONDS)
+        if not recorded:
+            log.warning("outcome refused: this worker no longer holds the job's lease",
+                        extra={"job_id": str(lease.job_id), "attempt": lease.attempt})
+        return recorded
+
+    async def _flush_claims(self, deliveries: list[tuple[uuid.UUID, int]]) -> list[asyncpg.Record | None]:
+        claimed = await job_queries.claim_many(self.pool, self.worker_id, deliveries,
+                                               lease_seconds=self.lease_seconds)
         # pop: a job delivered twice in one batch goes to the first delivery; the other is skipped.
         return [claimed.pop(job_id, None) for job_id, _ in deliveries]
 
-    async def _flush_succeeded(self, outcomes: list[tuple[uuid.UUID, Any]]) -> list[bool]:
+    async def _flush_succeeded(self, outcomes: list[tuple[uuid.UUID, int, Any]]) -> list[bool]:
         marked = await job_queries.mark_succeeded_many(self.pool, self.worker_id, outcomes)
-        return [job_id in marked for job_id, _ in outcomes]
+        return [job_id in marked for job_id, _, _ in outcomes]
 
-    async def _fail(self, row: asyncpg.Record, kind: JobKind, failure: Failure, body: bytes) -> Outcome:
+    async def _fail(self, row: asyncpg.Record, lease: Lease, kind: JobKind, failure: Failure, body: bytes) -> None:
         policy = policy_for(kind, self.default_retry)
         decision = policy.decide(row["attempt"], permanent=failure.permanent, max_attempts=row["max_attempts"])
         if isinstance(decision, Retry):
             reason = f"{failure.reason}; retry in {decision.delay_seconds}s"
-            if not await job_queries.mark_attempt_failed(
-                self.pool, row["id"], self.worker_id, state=JobState.RETRYING, reason=reason,
+            if not await self._write_outcome(lease, lambda: job_queries.mark_attempt_failed(
+                self.pool, row["id"], row["attempt"], self.worker_id, state=JobState.RETRYING, reason=reason,
                 error=failure.error, traceback=failure.traceback, retry_in_seconds=decision.delay_seconds,
-            ):
-                return Outcome.ACK  # taken over or deleted meanwhile: not ours to retry
+            )):
+                return
             try:
                 await self.broker.publish_retry(
                     row["service"], Envelope(row["id"], row["kind"], row["attempt"]), row["priority"],
                     decision.delay_seconds,
                 )
             except BrokerUnavailable:
-                # The row says `retrying`; a requeued message makes the retry early, never lost.
-                return Outcome.REQUEUE
-            return Outcome.ACK
+                # The row says `retrying` with its retry_at: the scheduler republishes an overdue retry.
+                log.warning("retry not published; the overdue-retry sweeper will", extra={"job_id": str(row["id"])})
+            return
         assert isinstance(decision, GiveUp)
         reason = f"{failure.reason}: {decision.reason}" if failure.permanent is False else failure.reason
-        if await job_queries.mark_attempt_failed(
-            self.pool, row["id"], self.worker_id, state=JobState.FAILED, reason=reason,
+        if await self._write_outcome(lease, lambda: job_queries.mark_attempt_failed(
+            self.pool, row["id"], row["attempt"], self.worker_id, state=JobState.FAILED, reason=reason,
             error=failure.error, traceback=failure.traceback,
-        ):
+        )):
             await self._park(body, f"{reason}: {failure.error}", {"job_id": str(row["id"]), "kind": row["kind"]})
-        return Outcome.ACK
+
+    async def _release(self, lease: Lease) -> None:
+        """Graceful shutdown ran out of time: the job goes back to `enqueued` and to its queue."""
+        try:
+            rows = await job_queries.release(self.pool, [(lease.job_id, lease.attempt)], self.worker_id,
+                                             "worker shutdown")
+            await self.client.publish(list(rows))
+        except TRANSIENT_ERRORS:
+            log.warning("could not release a job at shutdown; its lease will expire",
+                        extra={"job_id": str(lease.job_id)})
+
+    async def _keep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.renew_every_seconds)
+            try:
+                await self.renew_leases()
+            except Exception:  # the keeper must outlive any error: it is what stops jobs in time
+                log.exception("lease renewal round failed")
+
+    async def renew_leases(self) -> None:
+        """Renew every held lease in one statement; stop the runs whose lease is gone or about to lapse."""
+        held = [lease for lease in self._leases.values() if lease.lost is None]
+        if held:
+            sent = time.monotonic()
+            try:
+                async with asyncio.timeout(self.renew_every_seconds):
+                    kept = await job_queries.renew_leases(
+                        self.pool, self.worker_id, [(lease.job_id, lease.attempt) for lease in held],
+                        self.lease_seconds,
+                    )
+            except (*TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:
+                log.warning("could not renew job leases", extra={"jobs": len(held), "error": repr(exc)})
+            else:
+                for lease in held:
+                    if lease.job_id in kept:
+                        lease.renewed_at = max(lease.renewed_at, sent)
+                    elif self._leases.get(lease.job_id) is lease:  # not finished here meanwhile
+                        self._lose(lease, "the job was taken over, deleted or finished elsewhere")
+        now = time.monotonic()
+        for lease in list(self._leases.values()):
+            if lease.lost is None and now > lease.renewed_at + self.fence_after_seconds:
+                self._lose(lease, "the lease could not be renewed in time (self-fencing)")
+        await self._store_dropped()
+
+    def _lose(self, lease: Lease, reason: str) -> None:
+        lease.lost = reason
+        log.warning("lease lost; stopping the job", extra={"job_id": str(lease.job_id), "reason": reason})
+        if lease.task is not None and not lease.task.done():
+            lease.task.cancel()
+
+    async def _store_dropped(self) -> None:
+        if not self._dropped:
+            return
+        counts, self._dropped = dict(self._dropped), Counter()
+        try:
+            await job_queries.count_dropped(self.pool, self.service, counts)
+        except (*TRANSIENT_ERRORS, asyncpg.PostgresError):
+            self._dropped.update(counts)  # kept for the next round
 
     async def _park(self, body: bytes, reason: str, headers: dict[str, Any]) -> bool:
         log.warning("parked message", extra={"reason": reason, **headers})
@@ -275,6 +458,22 @@ class Consumer:
             log.error("could not copy a message to the parking lot", extra={"reason": reason})
             return False
         return True
+
+
+def skip_reason(verdict: asyncpg.Record, message_attempt: int) -> str:
+    """Why a delivery of an existing job was not run, as a /metrics label."""
+    state: str = verdict["state"]
+    if state in ("succeeded", "failed", "deleted"):
+        return "finished"
+    if state in ("retrying", "processing") and verdict["attempt"] != message_attempt:
+        return "stale_attempt"
+    if state == "retrying" and verdict["retry_early"]:
+        return "retry_not_due"
+    if state == "processing" and verdict["lease_live"]:
+        return "lease_live"
+    if state == "processing":
+        return "attempts_exhausted"
+    return state  # scheduled: a copy published before an operator moved it back
 
 
 def _jsonable(result: Any) -> Any:

@@ -21,19 +21,31 @@ class Envelope:
         return json.dumps({"job_id": str(self.job_id), "kind": self.kind, "attempt": self.attempt}).encode()
 
 
+# Bounds of what a worker accepts: a body is three short fields, and the attempt goes into an int4 column.
+MAX_BODY_BYTES = 4096
+MAX_ATTEMPT = 2**31 - 1
+
+
 def decode(body: bytes) -> Envelope:
+    """The envelope of a message body, or PoisonMessage naming what is wrong; never any other exception."""
+    if len(body) > MAX_BODY_BYTES:
+        raise PoisonMessage(f"message body of {len(body)} bytes is larger than {MAX_BODY_BYTES}")
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PoisonMessage(f"undecodable message body: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise PoisonMessage(f"undecodable message body: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise PoisonMessage("message body is not a JSON object")
+    job_id, kind, attempt = data.get("job_id"), data.get("kind"), data.get("attempt", 0)
+    if not isinstance(job_id, str):
+        raise PoisonMessage("message job_id is not a string")
     try:
-        job_id = uuid.UUID(str(data["job_id"]))
-        kind = data["kind"]
-        attempt = int(data.get("attempt", 0))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise PoisonMessage(f"message body lacks a valid job_id, kind or attempt: {exc!r}") from None
+        parsed_id = uuid.UUID(job_id)
+    except ValueError:
+        raise PoisonMessage(f"message job_id {job_id[:100]!r} is not a UUID") from None
     if not isinstance(kind, str) or not kind:
         raise PoisonMessage("message kind is not a non-empty string")
-    return Envelope(job_id, kind, attempt)
+    # bool is an int in Python; `true` is no attempt number.
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or not 0 <= attempt <= MAX_ATTEMPT:
+        raise PoisonMessage(f"message attempt is not an integer from 0 to {MAX_ATTEMPT}")
+    return Envelope(parsed_id, kind, attempt)

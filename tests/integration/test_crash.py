@@ -1,4 +1,9 @@
-"""kill -9 a worker with jobs in flight: RabbitMQ redelivers its unacked messages and nothing is lost."""
+"""kill -9 a worker with jobs in flight: nothing is lost, and each interrupted job runs again once its lease expires.
+
+RabbitMQ redelivers the killed worker's unacked messages at once: those it had not claimed run on the second
+worker right away; those it was running are dropped there (their leases are live), and the scheduler's lease
+sweeper publishes them again when the leases expire, for the second worker to take over.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import pytest
 
 from shared.worker import Runtime
 from tests.support.environment import TestEnvironment
+from tests.support.scheduler import StartScheduler, start_scheduler_fixture  # noqa: F401  (fixture)
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,9 +60,10 @@ def at_least(runtime: Runtime, state: str, minimum: int) -> Callable[[], object]
 
 
 async def test_kill_9_with_500_jobs_in_flight_loses_none(
-    env: TestEnvironment, runtime: Runtime, tmp_path: Path
+    env: TestEnvironment, runtime: Runtime, tmp_path: Path, start_scheduler: StartScheduler
 ) -> None:
     log = tmp_path / "workers.log"
+    await start_scheduler()
     jobs = await asyncio.gather(*(runtime.client.enqueue("test.sleep", {"seconds": 0.2}) for _ in range(500)))
     assert all(job is not None for job in jobs)
 
@@ -68,8 +75,7 @@ async def test_kill_9_with_500_jobs_in_flight_loses_none(
                          what="jobs in flight to kill the worker under")
         os.kill(first.pid, signal.SIGKILL)
         assert await first.wait() == -signal.SIGKILL
-    interrupted = await count(runtime, "processing")
-    assert 0 < interrupted <= PREFETCH
+    assert await count(runtime, "processing") > 0
 
     async with worker_process(env, log) as second:
         await eventually(at_least(runtime, "succeeded", 500), timeout=180, what="all 500 jobs to succeed")
@@ -80,6 +86,16 @@ async def test_kill_9_with_500_jobs_in_flight_loses_none(
              FROM job_states GROUP BY job_id"""
     )
     assert len(runs) == 500
+    # Counted from the history once all is done: a claim the killed worker sent just before dying may still
+    # have committed a moment after its death.
+    interrupted = await runtime.pool.fetchval(
+        """SELECT count(DISTINCT job_id) FROM job_states s
+            WHERE s.state = 'processing' AND split_part(s.worker, ':', 3) = $1
+              AND NOT EXISTS (SELECT 1 FROM job_states t
+                               WHERE t.job_id = s.job_id AND t.id > s.id AND t.worker = s.worker)""",
+        str(first.pid),
+    )
+    assert 0 < interrupted <= PREFETCH
     rerun = [row["runs"] for row in runs if row["runs"] > 1]
     assert all(row["runs"] >= 1 for row in runs)
     # Only the jobs the killed worker was running ran again, once each: at most the prefetch.
@@ -89,4 +105,5 @@ async def test_kill_9_with_500_jobs_in_flight_loses_none(
         "SELECT count(*) FROM job_states WHERE state = 'processing' AND reason LIKE 'taken over from %'"
     )
     assert takeovers == interrupted
+    print(f"kill -9: interrupted {interrupted}, run again after their leases expired {len(rerun)}, lost 0")
 

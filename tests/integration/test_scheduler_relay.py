@@ -124,7 +124,7 @@ async def test_a_retry_whose_delayed_message_was_lost_is_republished_once_long_o
     # Both wait for a retry and no message exists for either: `lost` was due two minutes ago (its
     # delayed message vanished), `pending` a moment ago (its message may still be on its way).
     await runtime.pool.execute(
-        """UPDATE jobs SET state = 'retrying', attempt = 1, published_at = now(),
+        """UPDATE jobs SET state = 'retrying', attempt = 1, published_at = now() - interval '10 minutes',
                            retry_at = now() - CASE WHEN id = $1 THEN interval '2 minutes' ELSE interval '5 seconds' END
             WHERE id = ANY($2::uuid[])""",
         lost, [lost, pending],

@@ -114,7 +114,8 @@ class TestEnvironment:
 
     def settings(self, **overrides: Any) -> Settings:
         values = {"database_url": self.database_url, "amqp_url": self.amqp_url,
-                  "heartbeat_seconds": 1.0, "shutdown_timeout_seconds": 5.0, **self.overrides, **overrides}
+                  "heartbeat_seconds": 1.0, "job_lease_seconds": 6.0, "shutdown_timeout_seconds": 5.0,
+                  **self.overrides, **overrides}
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     def process_env(self, **overrides: Any) -> dict[str, str]:
