@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # Definitions are re-read this often even without a notification (one may have been lost).
 REFRESH_SECONDS = 60.0
 ERROR_BACKOFF_SECONDS = 2.0
+# An occurrence this late was missed by a stalled process, not merely fired a little late.
+STALL_SECONDS = 5.0
 
 
 def utc_now() -> datetime:
@@ -47,6 +49,8 @@ class Entry:
     signature: tuple[Any, ...]
     schedule: Schedule
     upcoming: datetime | None  # the next regular occurrence
+    policy: MisfirePolicy
+    grace_seconds: float
     pending: deque[datetime] = field(default_factory=deque)  # catch-up runs decided by the misfire policy
 
     def next_fire(self) -> datetime | None:
@@ -136,7 +140,7 @@ class RecurringScheduler:
         plan = catch_up(schedule, policy, last_fire_time=row["last_fire_time"], now=now,
                         grace_seconds=row["misfire_grace_seconds"])
         entry = Entry(row["id"], row["kind"], args, signature, schedule, upcoming=schedule.next_after(now),
-                      pending=deque(plan.runs))
+                      policy=policy, grace_seconds=row["misfire_grace_seconds"], pending=deque(plan.runs))
         log.info("recurring job scheduled", extra={
             "recurring_id": entry.id, "cron": row["cron"], "timezone": timezone, "misfire_policy": policy.value,
             "last_fire_time": row["last_fire_time"], "missed": plan.missed, "catch_up_runs": len(plan.runs),
@@ -146,6 +150,7 @@ class RecurringScheduler:
 
     async def fire_due(self) -> None:
         for entry in list(self.entries.values()):
+            self.replan_if_stalled(entry)
             while not self.stop.is_set():
                 fire_time = entry.next_fire()
                 if fire_time is None or fire_time > self.clock():
@@ -154,6 +159,23 @@ class RecurringScheduler:
                     self.entries.pop(entry.id, None)
                     break
                 entry.fired(fire_time)
+
+    def replan_if_stalled(self, entry: Entry) -> None:
+        """This loop wakes at each occurrence; one overdue by more than STALL_SECONDS means the process itself
+        stalled (SIGSTOP, a paused VM, a starved event loop). What it missed meanwhile follows the misfire
+        policy, as after a restart, instead of firing every occurrence in a burst."""
+        now = self.clock()
+        if entry.pending or entry.upcoming is None or (now - entry.upcoming).total_seconds() <= STALL_SECONDS:
+            return
+        # The first missed occurrence is `upcoming`: catch_up counts from just before it.
+        plan = catch_up(entry.schedule, entry.policy, last_fire_time=entry.upcoming - timedelta(microseconds=1),
+                        now=now, grace_seconds=entry.grace_seconds)
+        entry.pending = deque(plan.runs)
+        entry.upcoming = entry.schedule.next_after(now)
+        log.warning("recurring jobs: the scheduler stalled; missed occurrences follow the misfire policy", extra={
+            "recurring_id": entry.id, "misfire_policy": entry.policy.value, "missed": plan.missed,
+            "catch_up_runs": len(plan.runs), "next_fire_time": entry.next_fire(),
+        })
 
     async def fire(self, entry: Entry, fire_time: datetime) -> bool:
         """Enqueue one occurrence; False when the definition can no longer be enqueued at all."""

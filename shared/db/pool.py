@@ -9,6 +9,9 @@ from typing import Any, cast
 
 import asyncpg
 
+# Our transactions last milliseconds; one idle this long belongs to a process that stopped.
+IDLE_IN_TRANSACTION_MS = 30_000
+
 
 async def init_connection(connection: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
@@ -19,7 +22,10 @@ async def init_connection(connection: asyncpg.Connection) -> None:
 
 async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        database_url, min_size=min_size, max_size=max_size, init=init_connection
+        database_url, min_size=min_size, max_size=max_size, init=init_connection, timeout=10,
+        # A process frozen inside a transaction (SIGSTOP, a paused VM) must not hold its row locks forever:
+        # Postgres ends such a session, and the rows it locked go to the other replicas.
+        server_settings={"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)},
     )
     return pool
 

@@ -412,6 +412,9 @@ class Consumer:
 
     async def renew_leases(self) -> None:
         """Renew every held lease in one statement; stop the runs whose lease is gone or about to lapse."""
+        # Checked before renewing too: a process waking from a freeze stops what it may no longer run before
+        # it waits on anything, so none of those handlers gets to run another step.
+        self._fence_overdue()
         held = [lease for lease in self._leases.values() if lease.lost is None]
         if held:
             sent = time.monotonic()
@@ -429,11 +432,14 @@ class Consumer:
                         lease.renewed_at = max(lease.renewed_at, sent)
                     elif self._leases.get(lease.job_id) is lease:  # not finished here meanwhile
                         self._lose(lease, "the job was taken over, deleted or finished elsewhere")
+        self._fence_overdue()
+        await self._store_dropped()
+
+    def _fence_overdue(self) -> None:
         now = time.monotonic()
         for lease in list(self._leases.values()):
             if lease.lost is None and now > lease.renewed_at + self.fence_after_seconds:
                 self._lose(lease, "the lease could not be renewed in time (self-fencing)")
-        await self._store_dropped()
 
     def _lose(self, lease: Lease, reason: str) -> None:
         lease.lost = reason
@@ -465,12 +471,12 @@ def skip_reason(verdict: asyncpg.Record, message_attempt: int) -> str:
     state: str = verdict["state"]
     if state in ("succeeded", "failed", "deleted"):
         return "finished"
+    if state == "processing" and verdict["lease_live"]:
+        return "lease_live"  # its holder may be running it right now
     if state in ("retrying", "processing") and verdict["attempt"] != message_attempt:
         return "stale_attempt"
     if state == "retrying" and verdict["retry_early"]:
         return "retry_not_due"
-    if state == "processing" and verdict["lease_live"]:
-        return "lease_live"
     if state == "processing":
         return "attempts_exhausted"
     return state  # scheduled: a copy published before an operator moved it back

@@ -10,6 +10,7 @@ from shared.kinds import Args
 from shared.messaging.consumer import Handler, JobContext
 from shared.registry import JobKind, PermanentError, Registry
 from shared.retry import RetryPolicy
+from tests.support.observed import record
 
 TEST_SERVICE = "test"
 
@@ -32,6 +33,11 @@ class SwitchArgs(Args):
 
 class LogArgs(Args):
     message: str
+
+
+class ObservedArgs(Args):
+    seconds: float
+    log: str  # the file its runs are recorded in (tests.support.observed)
 
 
 class GateArgs(Args):
@@ -58,6 +64,7 @@ def test_registry(*extra: JobKind) -> Registry:
             JobKind("test.slow_retry", NoopArgs, TEST_SERVICE, QueueClass.DEFAULT,
                     retry=RetryPolicy(2, (30,)), timeout_seconds=30),
             JobKind("test.gate", GateArgs, TEST_SERVICE, QueueClass.DEFAULT, timeout_seconds=60),
+            JobKind("test.observed", ObservedArgs, TEST_SERVICE, QueueClass.DEFAULT, timeout_seconds=120),
             *extra,
         )
     )
@@ -94,6 +101,16 @@ async def wait_for_gate(ctx: JobContext, args: GateArgs) -> None:
     await gate(args.gate).wait()
 
 
+async def observed(ctx: JobContext, args: ObservedArgs) -> None:
+    record(args.log, str(ctx.job_id), ctx.attempt, "start")
+    outcome = "cancelled"
+    try:
+        await asyncio.sleep(args.seconds)
+        outcome = "end"
+    finally:
+        record(args.log, str(ctx.job_id), ctx.attempt, outcome)
+
+
 async def always_fail(ctx: JobContext, args: NoopArgs) -> None:
     raise RuntimeError("always fails")
 
@@ -107,6 +124,7 @@ TEST_HANDLERS: dict[str, Handler] = {
     "test.log": log_line,
     "test.slow_retry": always_fail,
     "test.gate": wait_for_gate,
+    "test.observed": observed,
 }
 
 
