@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 # What an unreachable or restarting Postgres raises: a lost or refused connection (class 08), a shutdown or a
-# not-yet-ready server (class 57), the socket itself, or a pool that could not hand out a connection in time.
+# not-yet-ready server (class 57), the socket itself, a pool that could not hand out a connection in time, or
+# asyncpg's protocol errors on a pooled connection the server shut down under it ("cannot switch to state").
 DEPENDENCY_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
-                     asyncpg.InterfaceError, OSError, TimeoutError)
+                     asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, OSError, TimeoutError)
 RETRY_AFTER_SECONDS = 2
 
 
@@ -161,7 +162,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except DEPENDENCY_ERRORS as exc:
         # Postgres is restarting or unreachable: a caller can retry this, which a 500 would not tell it.
-        log.warning("database unavailable", extra={"path": request.path, "error": repr(exc)})
+        log.warning("database unavailable", extra={"path": request.path, "error": repr(exc)}, exc_info=True)
         response = error_response(503, "service_unavailable", "the database is unavailable; try again shortly",
                                   [{"dependency": "postgres", "message": str(exc) or type(exc).__name__}])
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
