@@ -1,15 +1,20 @@
-"""/metrics for Prometheus: requests and latency by route, jobs enqueued by kind."""
+"""/metrics for Prometheus: requests and latency by route, jobs enqueued by kind, deliveries dropped by workers."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from services.api.errors import Handler
 from services.api.openapi import ApiRoutes
+from services.api.typedefs import RUNTIME
+from shared.db import jobs as job_queries
 
 routes = ApiRoutes("metrics")
 
@@ -24,16 +29,20 @@ class ApiMetrics:
     requests: Counter
     latency: Histogram
     jobs_enqueued: Counter
+    dropped: DroppedDeliveries
 
     @classmethod
     def create(cls) -> ApiMetrics:
         registry = CollectorRegistry()
+        dropped = DroppedDeliveries()
+        registry.register(dropped)
         return cls(
             registry,
             Counter("http_requests", "HTTP requests served", ["method", "route", "status"], registry=registry),
             Histogram("http_request_duration_seconds", "Time to answer an HTTP request", ["method", "route"],
                       registry=registry),
             Counter("jobs_enqueued", "Jobs written by the api, by kind", ["kind"], registry=registry),
+            dropped,
         )
 
 
@@ -74,7 +83,25 @@ def install(app: web.Application) -> None:
     app.middlewares.insert(0, metrics_middleware)
 
 
+class DroppedDeliveries(Collector):
+    """Deliveries workers acked without running (a stale or early copy, a job finished or leased elsewhere),
+    as the workers counted them in Postgres: one series per service and reason, cluster-wide."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, int]] = []
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("eventjobs_deliveries_dropped", "Deliveries acked without running the job",
+                                     labels=["service", "reason"])
+        for service, reason, count in self.rows:
+            family.add_metric([service, reason], count)
+        yield family
+
+
 @routes.get("/metrics", summary="Prometheus metrics", responses={200: None})
 async def metrics(request: web.Request) -> web.Response:
+    dropped = request.app[METRICS].dropped
+    rows = await job_queries.dropped_deliveries(request.app[RUNTIME].pool)
+    dropped.rows = [(row["service"], row["reason"], row["count"]) for row in rows]
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -73,6 +73,7 @@ async def test_kill_9_with_500_jobs_in_flight_loses_none(
         # kill at a moment when jobs are.
         await eventually(at_least(runtime, "processing", 1), timeout=30, interval=0.01,
                          what="jobs in flight to kill the worker under")
+        killed_at = await runtime.pool.fetchval("SELECT clock_timestamp()")
         os.kill(first.pid, signal.SIGKILL)
         assert await first.wait() == -signal.SIGKILL
     assert await count(runtime, "processing") > 0
@@ -105,5 +106,9 @@ async def test_kill_9_with_500_jobs_in_flight_loses_none(
         "SELECT count(*) FROM job_states WHERE state = 'processing' AND reason LIKE 'taken over from %'"
     )
     assert takeovers == interrupted
-    print(f"kill -9: interrupted {interrupted}, run again after their leases expired {len(rerun)}, lost 0")
+    last_takeover = await runtime.pool.fetchval(
+        "SELECT max(created_at) FROM job_states WHERE state = 'processing' AND reason LIKE 'taken over from %'")
+    print(f"kill -9: interrupted {interrupted}, run again after their leases expired {len(rerun)}, lost 0; "
+          f"the last one restarted {(last_takeover - killed_at).total_seconds():.1f}s after the kill "
+          f"(JOB_LEASE_SECONDS {env.settings().job_lease_seconds:g})")
 

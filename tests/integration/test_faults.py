@@ -318,6 +318,10 @@ async def test_an_injected_copy_never_runs_a_retry_before_its_delay(
     assert [row["attempt"] for row in started] == [1, 2]
     assert waited >= 30
     assert {row["reason"] for row in dropped} >= {"retry_not_due", "stale_attempt"}
+    async with running_api(env.settings(), test_registry()) as port, aiohttp.ClientSession() as session, \
+            session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        metrics = await response.text()
+    assert 'eventjobs_deliveries_dropped_total{reason="stale_attempt",service="test"} 1.0' in metrics
 
 
 async def test_a_skip_recurring_job_does_not_burst_after_its_scheduler_was_frozen(
