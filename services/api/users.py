@@ -9,6 +9,7 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from services.api import ratelimit
 from services.api.errors import ApiError, parse_body
 from services.api.metrics import count_enqueued
 from services.api.openapi import ApiRoutes
@@ -48,9 +49,12 @@ class UserOut(BaseModel):
 
 
 @routes.post("/api/users", summary="Sign a user up and send the welcome email", body=UserIn,
-             responses={201: UserOut}, errors=(400, 409, 413, 422))
+             responses={201: UserOut}, errors=(400, 409, 413, 422), rate_limited=True)
 async def create_user(request: web.Request) -> web.Response:
+    # Counted before anything is read: a flood costs neither a body parse nor a row.
+    ratelimit.check_client(request, ratelimit.limits(request).signup_client)
     body = await parse_body(request, UserIn)
+    ratelimit.check_email(request, body.email)
     runtime = request.app[RUNTIME]
     async with write_transaction(runtime) as connection:
         row = await user_queries.insert_user(connection, uuid.uuid4(), body.email, body.name)
