@@ -285,6 +285,13 @@ def principal_of(request: web.Request) -> Principal | None:
     return request.get(PRINCIPAL)
 
 
+def sees_secrets(request: web.Request) -> bool:
+    """Whether the JSON API may show this caller raw arguments, errors and logs: operators only, and not
+    under DASHBOARD_READ_ONLY (which makes everyone a reader). The dashboard redacts for everyone."""
+    principal = principal_of(request)
+    return principal is not None and not principal.read_only and not request.app[SETTINGS].dashboard_read_only
+
+
 def _dashboard_refusal(request: web.Request, status: int, message: str) -> web.StreamResponse:
     # Imported here: the renderer needs this module's CSRF token, so it cannot be a top-level import.
     from services.api.dashboard_render import render_login, render_message
