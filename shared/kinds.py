@@ -6,6 +6,7 @@ The api validates against these before writing; the workers attach handlers to t
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from typing import Annotated, Any
 
@@ -20,10 +21,25 @@ MAINTENANCE_SERVICE = "maintenance"
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
+# Unicode categories a header value must not hold: control characters (CR, LF, TAB, NUL, U+0085 NEL ...)
+# and the line/paragraph separators U+2028/U+2029. Python's email package splits lines on several of these,
+# so any of them would either inject a header or make the message unbuildable.
+FORBIDDEN_IN_HEADERS = frozenset({"Cc", "Zl", "Zp"})
+
+
+def header_problem(value: str) -> str | None:
+    """Why `value` cannot be one header line, or None."""
+    for char in value:
+        if unicodedata.category(char) in FORBIDDEN_IN_HEADERS:
+            return f"must not contain control characters or line breaks (found U+{ord(char):04X})"
+    return None
+
+
 def no_line_breaks(value: str) -> str:
-    """CR or LF in a header value would let a caller inject headers."""
-    if "\r" in value or "\n" in value:
-        raise ValueError("must not contain line breaks (CR/LF)")
+    """A control character or line separator in a header value would inject headers or break the message."""
+    problem = header_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 

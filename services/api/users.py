@@ -27,10 +27,13 @@ def normalise_email(value: str) -> str:
 
 
 # The JSON schemas say what the validators enforce, so clients (and schemathesis) can know it up front.
+# Header-safe characters: no control characters (C0, DEL, C1 with U+0085) and no U+2028/U+2029 (shared/kinds.py).
+_HEADER_CHAR = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
+_ADDRESS_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f\u2028\u2029]"
 Email = Annotated[EmailAddress, AfterValidator(normalise_email), WithJsonSchema(
-    {"type": "string", "maxLength": 320, "pattern": r"^[^@\s\x00]+@[^@\s\x00]+$"})]
+    {"type": "string", "maxLength": 320, "pattern": f"^{_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+$"})]
 Name = Annotated[HeaderText, Field(max_length=200), WithJsonSchema(
-    {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\r\n\x00]+$"})]
+    {"type": "string", "minLength": 1, "maxLength": 200, "pattern": f"^{_HEADER_CHAR}+$"})]
 
 
 class UserIn(BaseModel):
