@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -74,6 +75,10 @@ class EventConfirmationArgs(Args):
 
 class EventArgs(Args):
     event_id: uuid.UUID
+    # The schedule this run belongs to (set by the events API); a run for an older revision does nothing.
+    # Left out (an operator's manual run), the event's current schedule is meant.
+    starts_at: datetime | None = None
+    schedule_revision: int | None = None
 
 
 class SendEmailArgs(Args):
@@ -83,6 +88,7 @@ class SendEmailArgs(Args):
     context: dict[str, Any] = {}
     event_id: uuid.UUID | None = None
     participant_id: uuid.UUID | None = None
+    schedule_revision: int | None = None  # a reminder send: part of that event schedule, deleted when it moves
 
 
 PLATFORM_KINDS = (

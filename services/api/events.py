@@ -164,7 +164,9 @@ async def schedule_jobs(client: JobClient, connection: asyncpg.Connection, event
     """Write the event's jobs in the caller's transaction; returns the kinds newly created."""
     created = []
     for planned in plan_jobs(event["id"], event["starts_at"], event["schedule_revision"], datetime.now(UTC)):
-        job = await client.enqueue(planned.kind, {"event_id": str(event["id"])}, run_at=planned.run_at,
+        args = {"event_id": str(event["id"]), "starts_at": event["starts_at"].isoformat(),
+                "schedule_revision": event["schedule_revision"]}
+        job = await client.enqueue(planned.kind, args, run_at=planned.run_at,
                                    idempotency_key=planned.idempotency_key, connection=connection)
         if job is not None and job.created:
             created.append(job.kind)

@@ -71,8 +71,19 @@ def subject_line(*parts: str) -> str:
     return one_line(": ".join(parts))[:SUBJECT_MAX]
 
 
-def fanout_key(kind: str, event_id: uuid.UUID, participant_id: uuid.UUID) -> str:
-    return f"{kind}:{event_id}:{participant_id}"
+def fanout_key(kind: str, event: asyncpg.Record, participant_id: uuid.UUID) -> str:
+    """One send per (event, kind, start, schedule revision, participant): a moved event's new reminder is a new
+    email, never mistaken for the one sent for the old time."""
+    start = event["starts_at"].astimezone(UTC).isoformat()
+    return f"{kind}:{event['id']}:{start}:r{event['schedule_revision']}:{participant_id}"
+
+
+def outdated(event: asyncpg.Record, revision: int | None) -> str | None:
+    """Why a run planned for schedule `revision` must not mail any more, or None (None: the current one)."""
+    if revision is None or revision == event["schedule_revision"]:
+        return None
+    return (f"planned for schedule revision {revision}, but the event is at revision "
+            f"{event['schedule_revision']} (starts {event['starts_at'].isoformat()})")
 
 
 class EmailHandlers:
@@ -125,14 +136,17 @@ class EmailHandlers:
         ))
 
     async def reminder(self, ctx: JobContext, args: EventArgs) -> dict[str, Any]:
-        return await self.fan_out(ctx, REMINDER, args.event_id)
+        return await self.fan_out(ctx, REMINDER, args)
 
     async def starting_soon(self, ctx: JobContext, args: EventArgs) -> dict[str, Any]:
-        return await self.fan_out(ctx, STARTING_SOON, args.event_id)
+        return await self.fan_out(ctx, STARTING_SOON, args)
 
     async def send(self, ctx: JobContext, args: SendEmailArgs) -> dict[str, Any]:
         if args.event_id is not None:
-            reason = skip_reason(await events.get_event(ctx.pool, args.event_id))
+            event = await events.get_event(ctx.pool, args.event_id)
+            reason = skip_reason(event)
+            if reason is None and event is not None:
+                reason = outdated(event, args.schedule_revision)
             if reason is None and args.participant_id is not None:
                 participant = await emails.get_participant(ctx.pool, args.participant_id)
                 if participant is None or participant["event_id"] != args.event_id:
@@ -146,9 +160,12 @@ class EmailHandlers:
             event_id=args.event_id, participant_id=args.participant_id,
         ))
 
-    async def fan_out(self, ctx: JobContext, fan_out: FanOut, event_id: uuid.UUID) -> dict[str, Any]:
+    async def fan_out(self, ctx: JobContext, fan_out: FanOut, args: EventArgs) -> dict[str, Any]:
+        event_id = args.event_id
         event = await events.get_event(ctx.pool, event_id)
         reason = skip_reason(event)
+        if reason is None and event is not None:
+            reason = outdated(event, args.schedule_revision)
         if reason is not None or event is None:
             ctx.log.info("%s for event %s skipped: %s", fan_out.kind, event_id, reason)
             return {"skipped": reason}
@@ -176,11 +193,12 @@ class EmailHandlers:
     async def enqueue_one(
         self, ctx: JobContext, fan_out: FanOut, event: asyncpg.Record, participant: asyncpg.Record, subject: str
     ) -> str:
-        key = fanout_key(fan_out.kind, event["id"], participant["id"])
+        key = fanout_key(fan_out.kind, event, participant["id"])
         args = {
             "to": participant["email"], "subject": subject, "template": fan_out.template,
             "context": self.event_context(event, participant["name"]),
             "event_id": str(event["id"]), "participant_id": str(participant["id"]),
+            "schedule_revision": event["schedule_revision"],
         }
         try:
             job = await ctx.client.enqueue("email.send", args, queue=fan_out.queue, idempotency_key=key,
