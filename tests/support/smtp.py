@@ -6,6 +6,7 @@ import email
 import email.policy
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,8 @@ class Received:
     sender: str
     recipients: tuple[str, ...]
     message: EmailMessage
+    started: float = 0.0  # time.time() at MAIL FROM: the conversation for this message began
+    accepted: float = 0.0  # time.time() when the 250 for DATA was decided
 
     @property
     def message_id(self) -> str:
@@ -49,6 +52,16 @@ class SinkHandler:
         self.deferral_reply = "451 4.3.0 try again later"
         self.deferred = 0
         self.rejections: dict[str, str] = {}
+        self.started: dict[int, float] = {}
+
+    async def handle_MAIL(
+        self, server: Any, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        with self.lock:
+            self.started[id(envelope)] = time.time()
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -68,7 +81,8 @@ class SinkHandler:
                 return self.deferral_reply
             message = email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
             self.received.append(
-                Received(str(envelope.mail_from), tuple(envelope.rcpt_tos), cast(EmailMessage, message))
+                Received(str(envelope.mail_from), tuple(envelope.rcpt_tos), cast(EmailMessage, message),
+                         started=self.started.pop(id(envelope), 0.0), accepted=time.time())
             )
             return f"250 2.0.0 OK queued as {len(self.received)}"
 

@@ -82,3 +82,12 @@ $$;
 CREATE FUNCTION jobs_redacted_search_text(args jsonb, last_error text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN jsonb_redact_secrets(args)::text || ' ' || coalesce(redact_text(last_error, jsonb_secret_values(args)), '');
+
+-- The send lease: a run marks the row `sending` with its owner and an expiry before the SMTP conversation,
+-- so a second run of the same email (a redelivery after a crash, a retry) waits instead of sending in
+-- parallel, and takes over only once the lease has expired.
+ALTER TABLE emails DROP CONSTRAINT emails_status_check;
+ALTER TABLE emails ADD CONSTRAINT emails_status_check CHECK (status IN ('queued', 'sending', 'sent', 'failed'));
+ALTER TABLE emails
+    ADD COLUMN lease_owner      text,
+    ADD COLUMN lease_expires_at timestamptz;
