@@ -53,14 +53,26 @@ class SinkHandler:
         self.deferred = 0
         self.rejections: dict[str, str] = {}
         self.started: dict[int, float] = {}
+        self.connections = 0
+        self.mail_replies: list[str] = []  # answers for the next MAIL FROMs instead of 250
+
+    async def handle_EHLO(
+        self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        with self.lock:
+            self.connections += 1  # once per SMTP connection (a client says EHLO again after STARTTLS)
+        return responses
 
     async def handle_MAIL(
         self, server: Any, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
+        with self.lock:
+            if self.mail_replies:
+                return self.mail_replies.pop(0)
+            self.started[id(envelope)] = time.time()
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        with self.lock:
-            self.started[id(envelope)] = time.time()
         return "250 OK"
 
     async def handle_RCPT(
@@ -98,9 +110,20 @@ class SmtpSink:
             self.handler.deferrals_left = times
             self.handler.deferral_reply = reply
 
+    def refuse_mail(self, *replies: str) -> None:
+        """Answer the next MAIL FROMs with these replies (e.g. 421, as a server closing an idle connection)."""
+        with self.handler.lock:
+            self.handler.mail_replies.extend(replies)
+
     def reject(self, recipient: str, reply: str = "550 5.1.1 no such user here") -> None:
         with self.handler.lock:
             self.handler.rejections[recipient.lower()] = reply
+
+    @property
+    def connections(self) -> int:
+        """EHLO greetings received: SMTP connections opened (a STARTTLS connection counts twice)."""
+        with self.handler.lock:
+            return self.handler.connections
 
     @property
     def deferred(self) -> int:
