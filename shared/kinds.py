@@ -6,7 +6,9 @@ The api validates against these before writing; the workers attach handlers to t
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -20,10 +22,25 @@ MAINTENANCE_SERVICE = "maintenance"
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
+# Unicode categories a header value must not hold: control characters (CR, LF, TAB, NUL, U+0085 NEL ...)
+# and the line/paragraph separators U+2028/U+2029. Python's email package splits lines on several of these,
+# so any of them would either inject a header or make the message unbuildable.
+FORBIDDEN_IN_HEADERS = frozenset({"Cc", "Zl", "Zp"})
+
+
+def header_problem(value: str) -> str | None:
+    """Why `value` cannot be one header line, or None."""
+    for char in value:
+        if unicodedata.category(char) in FORBIDDEN_IN_HEADERS:
+            return f"must not contain control characters or line breaks (found U+{ord(char):04X})"
+    return None
+
+
 def no_line_breaks(value: str) -> str:
-    """CR or LF in a header value would let a caller inject headers."""
-    if "\r" in value or "\n" in value:
-        raise ValueError("must not contain line breaks (CR/LF)")
+    """A control character or line separator in a header value would inject headers or break the message."""
+    problem = header_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -58,6 +75,10 @@ class EventConfirmationArgs(Args):
 
 class EventArgs(Args):
     event_id: uuid.UUID
+    # The schedule this run belongs to (set by the events API); a run for an older revision does nothing.
+    # Left out (an operator's manual run), the event's current schedule is meant.
+    starts_at: datetime | None = None
+    schedule_revision: int | None = None
 
 
 class SendEmailArgs(Args):
@@ -67,6 +88,7 @@ class SendEmailArgs(Args):
     context: dict[str, Any] = {}
     event_id: uuid.UUID | None = None
     participant_id: uuid.UUID | None = None
+    schedule_revision: int | None = None  # a reminder send: part of that event schedule, deleted when it moves
 
 
 PLATFORM_KINDS = (

@@ -62,6 +62,20 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Per client address, on each of sign-up and registration; per target email address, both together;
+    # dashboard logins per client address. 0 requests turns a limit off.
+    rate_limit_client_requests: int = Field(20, ge=0)
+    rate_limit_client_seconds: float = Field(60.0, gt=0)
+    rate_limit_email_requests: int = Field(5, ge=0)
+    rate_limit_email_seconds: float = Field(3600.0, gt=0)
+    login_rate_limit_requests: int = Field(10, ge=0)
+    login_rate_limit_seconds: float = Field(300.0, gt=0)
+
+    # How long a run of one email holds its `sending` lease; the SMTP conversation is cut off before it ends.
+    email_send_lease_seconds: float = Field(45.0, ge=3)
+    # Open SMTP connections the email worker keeps and reuses (at most this many at once).
+    smtp_pool_size: int = Field(10, ge=1, le=1000)
+
     @field_validator("admin_emails", "retry_delays", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

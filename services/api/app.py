@@ -6,8 +6,20 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.api import dashboard, docs, events, health, jobs, metrics, participants, recurring, system, users
-from services.api.auth import auth_middleware
+from services.api import (
+    dashboard,
+    docs,
+    events,
+    health,
+    jobs,
+    metrics,
+    participants,
+    ratelimit,
+    recurring,
+    system,
+    users,
+)
+from services.api.auth import OPERATOR_ROUTES, auth_middleware, is_protected
 from services.api.errors import error_middleware
 from services.api.openapi import ApiRoutes, openapi_document
 from services.api.typedefs import RUNTIME, SETTINGS
@@ -37,9 +49,12 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
                                    metrics.routes, docs.routes, recurring.routes, system.routes]
     for group in api_routes:
         app.add_routes(group.table)
-    document = openapi_document(
-        (operation for group in api_routes for operation in group.operations), title="eventjobs", version="0.1.0"
-    )
+    operations = [operation for group in api_routes for operation in group.operations]
+    app[OPERATOR_ROUTES] = frozenset((operation.method, operation.path) for operation in operations
+                                     if operation.operator)
+    ratelimit.install(app)
+    document = openapi_document(operations, title="eventjobs", version="0.1.0",
+                                needs_auth=lambda operation: is_protected(operation.path))
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.json_response(document)

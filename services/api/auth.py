@@ -8,6 +8,11 @@ never a forwarding header, so X-Forwarded-For cannot make a remote client local.
 The read-only role (the second token, or everyone when DASHBOARD_READ_ONLY=true) sees everything
 and gets 403 on every action. Browser writes are checked twice: the Origin header must be ours,
 and dashboard forms carry a CSRF token bound to a per-browser cookie.
+
+Besides the operator prefixes, single platform operations are operator-only (participant lists,
+creating, moving and cancelling events): their routes say so (`ApiRoutes(..., operator=True)`) and
+the app hands the set to this module under OPERATOR_ROUTES. Every write, public ones included, is
+refused when it comes from a foreign Origin.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ SESSION_SECONDS = 12 * 3600
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 SESSION_KEY = web.AppKey("session_key", bytes)
+# (method, route pattern) of the operations outside PROTECTED_PREFIXES that need an operator or read-only caller.
+OPERATOR_ROUTES = web.AppKey("operator_routes", frozenset[tuple[str, str]])
 
 
 class Role(StrEnum):
@@ -76,6 +83,14 @@ def install(app: web.Application) -> None:
 
 def is_protected(path: str) -> bool:
     return any(path == prefix or path.startswith(prefix + "/") for prefix in PROTECTED_PREFIXES)
+
+
+def route_is_operator_only(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    if resource is None or OPERATOR_ROUTES not in request.app:
+        return False
+    method = "GET" if request.method == "HEAD" else request.method
+    return (method, resource.canonical) in request.app[OPERATOR_ROUTES]
 
 
 def is_dashboard(path: str) -> bool:
@@ -203,11 +218,13 @@ def authenticate(request: web.Request, settings: Settings) -> Principal | None:
 
 
 def refused_read_only(principal: Principal, settings: Settings, method: str, path: str) -> bool:
-    if not is_action(method, path):
+    """Read-only callers may change nothing; DASHBOARD_READ_ONLY closes the operator actions, not the
+    platform's own writes (enqueueing, events), which are what the services exist for."""
+    if method in SAFE_METHODS or path in (LOGIN_PATH, LOGOUT_PATH):
         return False
     if principal.read_only:
         return True
-    return settings.dashboard_read_only and path != ENQUEUE_PATH
+    return settings.dashboard_read_only and is_action(method, path) and path != ENQUEUE_PATH
 
 
 def session_cookie_for(request: web.Request, role: Role, token: str) -> str:
@@ -268,6 +285,13 @@ def principal_of(request: web.Request) -> Principal | None:
     return request.get(PRINCIPAL)
 
 
+def sees_secrets(request: web.Request) -> bool:
+    """Whether the JSON API may show this caller raw arguments, errors and logs: operators only, and not
+    under DASHBOARD_READ_ONLY (which makes everyone a reader). The dashboard redacts for everyone."""
+    principal = principal_of(request)
+    return principal is not None and not principal.read_only and not request.app[SETTINGS].dashboard_read_only
+
+
 def _dashboard_refusal(request: web.Request, status: int, message: str) -> web.StreamResponse:
     # Imported here: the renderer needs this module's CSRF token, so it cannot be a top-level import.
     from services.api.dashboard_render import render_login, render_message
@@ -280,7 +304,10 @@ def _dashboard_refusal(request: web.Request, status: int, message: str) -> web.S
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = request.path
-    if not is_protected(path):
+    if not (is_protected(path) or route_is_operator_only(request)):
+        if request.method not in SAFE_METHODS and not origin_ok(request):
+            raise ApiError(403, "forbidden", "the request comes from a foreign Origin",
+                           [{"field": "Origin", "message": "must be this site"}])
         return await handler(request)
     settings = request.app[SETTINGS]
     dashboard = is_dashboard(path) and SESSION_KEY in request.app

@@ -16,6 +16,7 @@ from services.api import dashboard_format as fmt
 from services.api.dashboard_filters import parse_filter
 from services.api.dashboard_render import STATE_ORDER, html_errors, render, render_login
 from services.api.errors import path_uuid
+from services.api.redaction import JobRedactor, redact_job
 from services.api.typedefs import RUNTIME
 from shared.db import job_search
 from shared.db import jobs as job_queries
@@ -128,7 +129,8 @@ async def job_list(request: web.Request) -> web.Response:
     kinds = sorted({kind.name for kind in runtime.registry} | ({parsed.values["kind"]} - {""}))
     return render(
         request, "jobs.html", nav="jobs", status=422 if errors else 200,
-        filter=parsed, errors=errors, rows=page.rows, next_cursor=page.next_cursor, first_page=cursor is None,
+        filter=parsed, errors=errors, rows=[redact_job(row) for row in page.rows], next_cursor=page.next_cursor,
+        first_page=cursor is None,
         counts=counts, state=state.value if state else "",
         kinds=kinds, queues=[queue.value for queue in QueueClass],
         bulk=state in (JobState.FAILED, JobState.SUCCEEDED, JobState.DELETED, JobState.SCHEDULED),
@@ -143,14 +145,18 @@ async def job_page(request: web.Request) -> web.Response:
     row = await job_queries.get_job(pool, job_id)
     if row is None:
         raise web.HTTPNotFound(reason=f"no job {job_id}")
-    steps = fmt.timeline(await job_queries.job_history(pool, job_id))
+    # Everything shown is redacted for every caller (README: operators see raw values in the JSON API only).
+    redactor = JobRedactor(row["args"])
+    steps = fmt.timeline([redactor.row(item) for item in await job_queries.job_history(pool, job_id)])
     parent = await job_queries.get_job(pool, row["parent_id"]) if row["parent_id"] else None
     state = JobState(row["state"])
     return render(
         request, "job.html", nav="jobs",
-        job=row, args=fmt.redact(row["args"]), steps=steps, attempts=fmt.failed_attempts(steps),
-        logs=await job_queries.job_logs(pool, job_id), emails=await job_search.job_emails(pool, job_id),
-        parent=parent, children=await job_search.children(pool, job_id),
+        job=redactor.row(row), args=fmt.redact(row["args"]), steps=steps, attempts=fmt.failed_attempts(steps),
+        logs=[redactor.row(item) for item in await job_queries.job_logs(pool, job_id)],
+        emails=await job_search.job_emails(pool, job_id),
+        parent=redact_job(parent) if parent else None,
+        children=[redact_job(child) for child in await job_search.children(pool, job_id)],
         children_counts={s.value: n for s, n in (await job_search.children_counts(pool, job_id)).items()},
         can_requeue=state in REQUEUEABLE, can_delete=state in DELETABLE, can_enqueue_now=state is JobState.SCHEDULED,
         live=state not in FINAL_STATES and state is not JobState.SCHEDULED,

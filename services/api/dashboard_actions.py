@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from services.api import auth, operations
+from services.api import auth, operations, ratelimit
 from services.api.dashboard_filters import parse_filter
 from services.api.dashboard_render import render_login, safe_next
 from services.api.dashboard_system import render_recurring
@@ -131,6 +131,12 @@ async def edit(request: web.Request) -> web.StreamResponse:
 @routes.post("/jobs/login")
 async def login(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
+    wait = ratelimit.limits(request).login_client.take(ratelimit.client_address(request))
+    if wait is not None:  # token guessing: every attempt counts, right or wrong
+        refused = ratelimit.RateLimited(wait, "client", "too many login attempts from this address")
+        response = render_login(request, status=429, next_path="/jobs", error=refused.message)
+        response.headers.update(refused.headers)
+        return response
     form = await request.post()
     next_path = safe_next(str(form.get("next", "/jobs")))
     token = str(form.get("token", ""))

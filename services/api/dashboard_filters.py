@@ -71,5 +71,6 @@ def parse_filter(query: Mapping[str, str], now: datetime) -> ParsedFilter:
     job_filter = JobFilter(
         state=state, queue=values["queue"] or None, kind=values["kind"] or None,
         q=values["q"] or None, since=since, until=until,
+        redacted=True,  # the dashboard shows every job redacted, so it searches only what it shows
     )
     return ParsedFilter(job_filter if not errors else JobFilter(state=state), values, errors)

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-REDACTED = "•••••• (redacted)"
-# Names that usually hold a credential; matched anywhere in the key, case-insensitively.
-SECRET_NAME = re.compile(r"pass(word|wd|phrase)?|token|secret|api[_-]?key|credential|authori[sz]ation|private[_-]?key",
-                         re.IGNORECASE)
+from services.api.redaction import REDACTED, redact, redact_payload
 
-
-def redact(value: Any) -> Any:
-    """`value` with every entry whose key looks secret replaced, however deep it is nested."""
-    if isinstance(value, Mapping):
-        return {key: REDACTED if SECRET_NAME.search(str(key)) else redact(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    return value
-
-
-def redact_payload(text: str) -> str:
-    """A raw message body shown with its secret-looking fields redacted when it is JSON."""
-    try:
-        return json.dumps(redact(json.loads(text)), ensure_ascii=False, sort_keys=True)
-    except ValueError:
-        return text
-
+__all__ = ["REDACTED", "redact", "redact_payload"]  # the dashboard's filters; the rule is services/api/redaction.py
 
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)

@@ -27,12 +27,14 @@ RETRY_AFTER_SECONDS = 2
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+    def __init__(self, status: int, code: str, message: str, details: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
@@ -93,8 +95,21 @@ def refuse_unstorable(value: Any, path: str = "") -> None:
         raise invalid_fields(details)
 
 
+JSON_TYPE = "application/json"
+
+
+def require_json(request: web.Request) -> None:
+    """415 unless the body is declared JSON: a browser sends a cross-site form or text/plain POST without a
+    preflight, but never a cross-site application/json one, so this is also a CSRF guard."""
+    if request.content_type != JSON_TYPE:
+        given = request.headers.get("Content-Type", "none")
+        raise ApiError(415, "unsupported_media_type", f"Content-Type must be {JSON_TYPE}, not {given}",
+                       [{"field": "Content-Type", "message": f"must be {JSON_TYPE}"}])
+
+
 async def parse_body(request: web.Request, model: type[M]) -> M:
-    """The request body as `model`: 400 for malformed JSON, 422 naming each bad field."""
+    """The request body as `model`: 415 unless it is JSON, 400 for malformed JSON, 422 naming each bad field."""
+    require_json(request)
     raw = await request.read()
     try:
         data = json.loads(raw or b"null", parse_constant=_refuse_constant)
@@ -148,7 +163,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as error:
-        return error_response(error.status, error.code, error.message, error.details)
+        response = error_response(error.status, error.code, error.message, error.details)
+        response.headers.update(error.headers)
+        return response
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_body_bytes if SETTINGS in request.app else None
         return error_response(413, "payload_too_large", f"request body is larger than {limit} bytes",

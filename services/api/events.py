@@ -164,7 +164,9 @@ async def schedule_jobs(client: JobClient, connection: asyncpg.Connection, event
     """Write the event's jobs in the caller's transaction; returns the kinds newly created."""
     created = []
     for planned in plan_jobs(event["id"], event["starts_at"], event["schedule_revision"], datetime.now(UTC)):
-        job = await client.enqueue(planned.kind, {"event_id": str(event["id"])}, run_at=planned.run_at,
+        args = {"event_id": str(event["id"]), "starts_at": event["starts_at"].isoformat(),
+                "schedule_revision": event["schedule_revision"]}
+        job = await client.enqueue(planned.kind, args, run_at=planned.run_at,
                                    idempotency_key=planned.idempotency_key, connection=connection)
         if job is not None and job.created:
             created.append(job.kind)
@@ -217,7 +219,8 @@ def refuse_if_closed(event: asyncpg.Record, action: str) -> None:
 
 
 @routes.post("/api/events", summary="Create an event and schedule its reminders", body=EventIn,
-             responses={201: EventOut, 200: EventOut}, errors=(400, 409, 413, 422), headers=[IDEMPOTENCY_KEY])
+             responses={201: EventOut, 200: EventOut}, errors=(400, 409, 413, 422), headers=[IDEMPOTENCY_KEY],
+             operator=True)
 async def create_event(request: web.Request) -> web.Response:
     body = await parse_body(request, EventIn)
     key = idempotency_key_header(request)
@@ -245,7 +248,7 @@ async def create_event(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/events", summary="Events by start time, a page at a time", query=EventListQuery,
-            responses={200: EventPage}, errors=(422,))
+            responses={200: EventPage}, errors=(422,), operator=True)
 async def list_events(request: web.Request) -> web.Response:
     query = parse_query(request, EventListQuery)
     after = decode_cursor(query.cursor) if query.cursor else None
@@ -270,7 +273,7 @@ async def get_event(request: web.Request) -> web.Response:
 
 @routes.patch("/api/events/{event_id}", summary="Edit an event; moving its start reschedules its reminders",
               body=EventPatch, responses={200: EventOut}, errors=(400, 404, 409, 413, 422),
-              path_schemas={"event_id": UUID_PATH})
+              path_schemas={"event_id": UUID_PATH}, operator=True)
 async def patch_event(request: web.Request) -> web.Response:
     event_id = path_uuid(request, "event_id", "event")
     changes = (await parse_body(request, EventPatch)).model_dump(exclude_unset=True)
@@ -300,7 +303,7 @@ async def patch_event(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/events/{event_id}/cancel", summary="Cancel an event and delete its pending reminders",
-             responses={200: EventOut}, errors=(404, 409), path_schemas={"event_id": UUID_PATH})
+             responses={200: EventOut}, errors=(404, 409), path_schemas={"event_id": UUID_PATH}, operator=True)
 async def cancel_event(request: web.Request) -> web.Response:
     event_id = path_uuid(request, "event_id", "event")
     runtime = request.app[RUNTIME]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from services.api import operations
+from services.api.auth import sees_secrets
 from services.api.errors import ApiError, idempotency_key_header, parse_body, parse_query, path_uuid
 from services.api.metrics import count_enqueued
 from services.api.openapi import IDEMPOTENCY_KEY, ApiRoutes
+from services.api.redaction import JobRedactor, redact_job
 from services.api.schemas import (
     BulkByIds,
     BulkJobsRequest,
@@ -71,12 +74,19 @@ async def get_job(request: web.Request) -> web.Response:
     row = await job_queries.get_job(pool, job_id)
     if row is None:
         raise ApiError(404, "not_found", f"no job {job_id}")
+    history = [dict(item) for item in await job_queries.job_history(pool, job_id)]
+    logs = [dict(item) for item in await job_queries.job_logs(pool, job_id)]
+    shown: dict[str, Any] = dict(row)
+    if not sees_secrets(request):
+        redactor = JobRedactor(row["args"])
+        shown, history, logs = redactor.row(row), [redactor.row(item) for item in history], \
+            [redactor.row(item) for item in logs]
     detail = JobDetailOut.model_validate(
         {
-            **JobOut.from_row(row).model_dump(),
-            "last_traceback": row["last_traceback"],
-            "history": [JobStateOut.model_validate(dict(item)) for item in await job_queries.job_history(pool, job_id)],
-            "logs": [JobLogOut.model_validate(dict(item)) for item in await job_queries.job_logs(pool, job_id)],
+            **JobOut.from_row(shown).model_dump(),
+            "last_traceback": shown["last_traceback"],
+            "history": [JobStateOut.model_validate(item) for item in history],
+            "logs": [JobLogOut.model_validate(item) for item in logs],
         }
     )
     return web.json_response(detail.model_dump(mode="json"))
@@ -86,15 +96,17 @@ async def get_job(request: web.Request) -> web.Response:
             query=JobListQuery, responses={200: JobListOut}, errors=(401, 422))
 async def list_jobs(request: web.Request) -> web.Response:
     query = parse_query(request, JobListQuery)
+    raw = sees_secrets(request)
     job_filter = job_search.JobFilter(state=query.state, queue=query.queue, kind=query.kind, q=query.q,
-                                      since=query.since, until=query.until)
+                                      since=query.since, until=query.until, redacted=not raw)
     try:
         page = await job_search.search_jobs(request.app[RUNTIME].pool, job_filter, limit=query.limit,
                                             cursor=query.cursor)
     except job_search.InvalidCursor as error:
         details = [{"field": "query.cursor", "message": str(error)}]
         raise ApiError(422, "validation_error", str(error), details) from None
-    body = JobListOut(items=[JobOut.from_row(row) for row in page.rows], next_cursor=page.next_cursor)
+    body = JobListOut(items=[JobOut.from_row(row if raw else redact_job(row)) for row in page.rows],
+                      next_cursor=page.next_cursor)
     return web.json_response(body.model_dump(mode="json"))
 
 

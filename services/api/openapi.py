@@ -40,6 +40,21 @@ class Operation:
     content_type: str = "application/json"
     headers: tuple[HeaderParam, ...] = ()
     path_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    operator: bool = False  # needs an operator (or read-only) caller although its path is not an operator prefix
+    rate_limited: bool = False
+
+    def error_statuses(self) -> tuple[int, ...]:
+        """The declared errors plus those every operation of its sort can get from the middlewares."""
+        implied = set(self.errors)
+        if self.method not in ("GET", "HEAD"):
+            implied.add(403)  # a write from a foreign Origin
+        if self.body is not None:
+            implied.add(415)  # a body that is not declared application/json
+        if self.operator:
+            implied.add(401)
+        if self.rate_limited:
+            implied.add(429)
+        return tuple(sorted(implied))
 
 
 @dataclass(frozen=True)
@@ -69,10 +84,11 @@ class ApiRoutes:
         self, method: str, path: str, *, summary: str, body: type[BaseModel] | None = None,
         query: type[BaseModel] | None = None, responses: dict[int, type[BaseModel] | None] | None = None,
         errors: Iterable[int] = (), content_type: str = "application/json", headers: Iterable[HeaderParam] = (),
-        path_schemas: dict[str, dict[str, Any]] | None = None,
+        path_schemas: dict[str, dict[str, Any]] | None = None, operator: bool = False, rate_limited: bool = False,
     ) -> Callable[[Handler], Handler]:
         operation = Operation(method.upper(), path, summary, self.tag, body, query, responses or {200: None},
-                              tuple(errors), content_type, tuple(headers), path_schemas or {})
+                              tuple(errors), content_type, tuple(headers), path_schemas or {}, operator,
+                              rate_limited)
 
         def register(handler: Handler) -> Handler:
             self.operations.append(operation)
@@ -91,7 +107,10 @@ class ApiRoutes:
         return self.route("PATCH", path, **options)
 
 
-def openapi_document(operations: Iterable[Operation], *, title: str, version: str) -> dict[str, Any]:
+def openapi_document(
+    operations: Iterable[Operation], *, title: str, version: str, needs_auth: Callable[[Operation], bool] | None = None
+) -> dict[str, Any]:
+    """`needs_auth` says which operations take the bearer token (default: those marked `operator`)."""
     operations = list(operations)
     models: set[type[BaseModel]] = {ErrorOut}
     for operation in operations:
@@ -130,11 +149,16 @@ def openapi_document(operations: Iterable[Operation], *, title: str, version: st
             if model is not None:
                 entry["content"] = {operation.content_type: {"schema": ref(model)}}
             responses[str(status)] = entry
-        for status in operation.errors:
+        for status in operation.error_statuses():
             responses[str(status)] = {"description": _reason(status),
                                       "content": {"application/json": {"schema": ref(ErrorOut)}}}
+            if status == 429:
+                responses[str(status)]["headers"] = {"Retry-After": {
+                    "description": "seconds until a request would be allowed", "schema": {"type": "integer"}}}
         spec: dict[str, Any] = {"summary": operation.summary, "tags": [operation.tag],
                                 "operationId": _operation_id(operation), "responses": responses}
+        if operation.operator or (needs_auth is not None and needs_auth(operation)):
+            spec["security"] = [{"bearer": []}]
         if parameters:
             spec["parameters"] = parameters
         if operation.body is not None:

@@ -8,6 +8,7 @@ from datetime import datetime
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from services.api import ratelimit
 from services.api.errors import ApiError, parse_body, path_uuid
 from services.api.events import refuse_if_closed
 from services.api.metrics import count_enqueued
@@ -43,10 +44,12 @@ class ParticipantList(BaseModel):
 
 @routes.post("/api/events/{event_id}/participants", summary="Register a participant and send the confirmation",
              body=ParticipantIn, responses={201: ParticipantOut}, errors=(400, 404, 409, 413, 422),
-             path_schemas={"event_id": UUID_PATH})
+             path_schemas={"event_id": UUID_PATH}, rate_limited=True)
 async def register_participant(request: web.Request) -> web.Response:
+    ratelimit.check_client(request, ratelimit.limits(request).register_client)
     event_id = path_uuid(request, "event_id", "event")
     body = await parse_body(request, ParticipantIn)
+    ratelimit.check_email(request, body.email)
     runtime = request.app[RUNTIME]
     async with write_transaction(runtime) as connection:
         event = await event_queries.share_event(connection, event_id)
@@ -68,7 +71,7 @@ async def register_participant(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/events/{event_id}/participants", summary="The participants of an event",
-            responses={200: ParticipantList}, errors=(404,), path_schemas={"event_id": UUID_PATH})
+            responses={200: ParticipantList}, errors=(404,), path_schemas={"event_id": UUID_PATH}, operator=True)
 async def list_participants(request: web.Request) -> web.Response:
     event_id = path_uuid(request, "event_id", "event")
     pool = request.app[RUNTIME].pool

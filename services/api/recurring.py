@@ -5,8 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.api import operations
+from services.api.auth import sees_secrets
 from services.api.errors import parse_body
 from services.api.openapi import ApiRoutes
+from services.api.redaction import redact
 from services.api.schemas import JobOut, RecurringListOut, RecurringOut, RecurringPatch
 from services.api.typedefs import RUNTIME
 from shared.db import jobs as job_queries
@@ -18,6 +20,8 @@ routes = ApiRoutes("recurring")
             responses={200: RecurringListOut}, errors=(401,))
 async def list_recurring(request: web.Request) -> web.Response:
     views = await operations.list_recurring(request.app[RUNTIME])
+    if not sees_secrets(request):
+        views = [view.model_copy(update={"args": redact(view.args)}) for view in views]
     body = RecurringListOut(views)
     return web.json_response(body.model_dump(mode="json"))
 

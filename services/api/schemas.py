@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -51,7 +52,8 @@ class JobOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record) -> JobOut:
+    def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> JobOut:
+        """From a row or a redacted copy of one (services/api/redaction.py)."""
         return cls.model_validate({name: row[name] for name in cls.model_fields})
 
 

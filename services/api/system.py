@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from services.api.auth import sees_secrets
 from services.api.openapi import ApiRoutes
 from services.api.rabbitmq import Management, ManagementUnavailable
+from services.api.redaction import redact_payload, redact_text
 from services.api.schemas import (
     ParkedMessageOut,
     ParkedMessagesOut,
@@ -84,4 +86,9 @@ async def get_queues(request: web.Request) -> web.Response:
 @routes.get("/api/queues/dead", summary="Messages at the head of the parking lot, with their reasons",
             responses={200: ParkedMessagesOut}, errors=(401,))
 async def get_parked(request: web.Request) -> web.Response:
-    return web.json_response((await parked_messages(request.app[RUNTIME])).model_dump(mode="json"))
+    parked = await parked_messages(request.app[RUNTIME])
+    if not sees_secrets(request):
+        parked.messages = [message.model_copy(update={"payload": redact_payload(message.payload),
+                                                      "reason": redact_text(message.reason)})
+                           for message in parked.messages]
+    return web.json_response(parked.model_dump(mode="json"))

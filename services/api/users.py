@@ -9,6 +9,7 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from services.api import ratelimit
 from services.api.errors import ApiError, parse_body
 from services.api.metrics import count_enqueued
 from services.api.openapi import ApiRoutes
@@ -26,10 +27,13 @@ def normalise_email(value: str) -> str:
 
 
 # The JSON schemas say what the validators enforce, so clients (and schemathesis) can know it up front.
+# Header-safe characters: no control characters (C0, DEL, C1 with U+0085) and no U+2028/U+2029 (shared/kinds.py).
+_HEADER_CHAR = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
+_ADDRESS_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f\u2028\u2029]"
 Email = Annotated[EmailAddress, AfterValidator(normalise_email), WithJsonSchema(
-    {"type": "string", "maxLength": 320, "pattern": r"^[^@\s\x00]+@[^@\s\x00]+$"})]
+    {"type": "string", "maxLength": 320, "pattern": f"^{_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+$"})]
 Name = Annotated[HeaderText, Field(max_length=200), WithJsonSchema(
-    {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\r\n\x00]+$"})]
+    {"type": "string", "minLength": 1, "maxLength": 200, "pattern": f"^{_HEADER_CHAR}+$"})]
 
 
 class UserIn(BaseModel):
@@ -48,9 +52,12 @@ class UserOut(BaseModel):
 
 
 @routes.post("/api/users", summary="Sign a user up and send the welcome email", body=UserIn,
-             responses={201: UserOut}, errors=(400, 409, 413, 422))
+             responses={201: UserOut}, errors=(400, 409, 413, 422), rate_limited=True)
 async def create_user(request: web.Request) -> web.Response:
+    # Counted before anything is read: a flood costs neither a body parse nor a row.
+    ratelimit.check_client(request, ratelimit.limits(request).signup_client)
     body = await parse_body(request, UserIn)
+    ratelimit.check_email(request, body.email)
     runtime = request.app[RUNTIME]
     async with write_transaction(runtime) as connection:
         row = await user_queries.insert_user(connection, uuid.uuid4(), body.email, body.name)

@@ -17,6 +17,8 @@ from typing import Any
 
 import jinja2
 
+from shared.kinds import header_problem
+
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 MESSAGE_ID_DOMAIN = "eventjobs"
 
@@ -69,8 +71,11 @@ def render(environment: jinja2.Environment, template: str, context: Mapping[str,
 
 
 def check_header(name: str, value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise ComposeError(f"{name} contains a line break (CR/LF): refused as header injection")
+    """A header value the email package can write as one line; anything else can never be sent (no retry)."""
+    problem = header_problem(value)
+    if problem is not None:
+        raise ComposeError(f"{name} {problem.replace('must not contain', 'contains')}: "
+                           "refused as header injection")
     return value
 
 
@@ -88,4 +93,9 @@ def compose(outgoing: Outgoing, text: str, html: str) -> EmailMessage:
 
 def build(environment: jinja2.Environment, outgoing: Outgoing) -> EmailMessage:
     text, html = render(environment, outgoing.template, outgoing.context)
-    return compose(outgoing, text, html)
+    try:
+        return compose(outgoing, text, html)
+    except ValueError as exc:  # whatever else the email package refuses is just as permanent
+        if isinstance(exc, ComposeError):
+            raise
+        raise ComposeError(f"the message cannot be built: {exc}") from exc

@@ -8,6 +8,8 @@ participant under an idempotency key, so a rerun enqueues nothing new and one ba
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -20,7 +22,7 @@ import asyncpg
 import jinja2
 
 from services.email_worker.compose import ComposeError, Outgoing, build, message_id_for, one_line, template_environment
-from services.email_worker.smtp import Mailer, SmtpDeferred, SmtpRejected
+from services.email_worker.smtp import Mailer, SmtpDeferred, SmtpRejected, SmtpReply
 from shared.client import IdempotencyConflict
 from shared.db import emails, events
 from shared.jobs import QueueClass
@@ -29,6 +31,8 @@ from shared.messaging.consumer import Handler, JobContext
 from shared.registry import InvalidJobArguments, PermanentError
 from shared.settings import Settings
 
+LEASE_MARGIN_SECONDS = 2.0  # the local cut-off comes this long before the lease's end in the database
+LEASE_POLL_SECONDS = 0.5  # how often a run waiting for another's lease looks again
 FANOUT_PAGE = 500  # participants read and enqueued concurrently per round trip
 SUBJECT_MAX = 200
 
@@ -71,8 +75,19 @@ def subject_line(*parts: str) -> str:
     return one_line(": ".join(parts))[:SUBJECT_MAX]
 
 
-def fanout_key(kind: str, event_id: uuid.UUID, participant_id: uuid.UUID) -> str:
-    return f"{kind}:{event_id}:{participant_id}"
+def fanout_key(kind: str, event: asyncpg.Record, participant_id: uuid.UUID) -> str:
+    """One send per (event, kind, start, schedule revision, participant): a moved event's new reminder is a new
+    email, never mistaken for the one sent for the old time."""
+    start = event["starts_at"].astimezone(UTC).isoformat()
+    return f"{kind}:{event['id']}:{start}:r{event['schedule_revision']}:{participant_id}"
+
+
+def outdated(event: asyncpg.Record, revision: int | None) -> str | None:
+    """Why a run planned for schedule `revision` must not mail any more, or None (None: the current one)."""
+    if revision is None or revision == event["schedule_revision"]:
+        return None
+    return (f"planned for schedule revision {revision}, but the event is at revision "
+            f"{event['schedule_revision']} (starts {event['starts_at'].isoformat()})")
 
 
 class EmailHandlers:
@@ -81,6 +96,8 @@ class EmailHandlers:
         self.timezone = ZoneInfo(settings.scheduler_timezone)
         self.mailer = mailer
         self.environment = environment
+        self.lease_seconds = settings.email_send_lease_seconds
+        self.owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -125,14 +142,17 @@ class EmailHandlers:
         ))
 
     async def reminder(self, ctx: JobContext, args: EventArgs) -> dict[str, Any]:
-        return await self.fan_out(ctx, REMINDER, args.event_id)
+        return await self.fan_out(ctx, REMINDER, args)
 
     async def starting_soon(self, ctx: JobContext, args: EventArgs) -> dict[str, Any]:
-        return await self.fan_out(ctx, STARTING_SOON, args.event_id)
+        return await self.fan_out(ctx, STARTING_SOON, args)
 
     async def send(self, ctx: JobContext, args: SendEmailArgs) -> dict[str, Any]:
         if args.event_id is not None:
-            reason = skip_reason(await events.get_event(ctx.pool, args.event_id))
+            event = await events.get_event(ctx.pool, args.event_id)
+            reason = skip_reason(event)
+            if reason is None and event is not None:
+                reason = outdated(event, args.schedule_revision)
             if reason is None and args.participant_id is not None:
                 participant = await emails.get_participant(ctx.pool, args.participant_id)
                 if participant is None or participant["event_id"] != args.event_id:
@@ -146,9 +166,12 @@ class EmailHandlers:
             event_id=args.event_id, participant_id=args.participant_id,
         ))
 
-    async def fan_out(self, ctx: JobContext, fan_out: FanOut, event_id: uuid.UUID) -> dict[str, Any]:
+    async def fan_out(self, ctx: JobContext, fan_out: FanOut, args: EventArgs) -> dict[str, Any]:
+        event_id = args.event_id
         event = await events.get_event(ctx.pool, event_id)
         reason = skip_reason(event)
+        if reason is None and event is not None:
+            reason = outdated(event, args.schedule_revision)
         if reason is not None or event is None:
             ctx.log.info("%s for event %s skipped: %s", fan_out.kind, event_id, reason)
             return {"skipped": reason}
@@ -176,11 +199,12 @@ class EmailHandlers:
     async def enqueue_one(
         self, ctx: JobContext, fan_out: FanOut, event: asyncpg.Record, participant: asyncpg.Record, subject: str
     ) -> str:
-        key = fanout_key(fan_out.kind, event["id"], participant["id"])
+        key = fanout_key(fan_out.kind, event, participant["id"])
         args = {
             "to": participant["email"], "subject": subject, "template": fan_out.template,
             "context": self.event_context(event, participant["name"]),
             "event_id": str(event["id"]), "participant_id": str(participant["id"]),
+            "schedule_revision": event["schedule_revision"],
         }
         try:
             job = await ctx.client.enqueue("email.send", args, queue=fan_out.queue, idempotency_key=key,
@@ -192,14 +216,39 @@ class EmailHandlers:
             return "invalid"
         return "created" if job is not None and job.created else "existing"
 
-    async def deliver(self, ctx: JobContext, mail: Mail) -> dict[str, Any]:
-        row = await emails.claim(ctx.pool, emails.NewEmail(
+    async def take_lease(self, ctx: JobContext, mail: Mail, owner: str) -> tuple[asyncpg.Record | None, float]:
+        """The `emails` row leased to `owner` and the loop time its lease ends, or (None, 0) when it was sent.
+
+        A live lease of another run (a copy of this job still sending, or a worker that died mid-send) is
+        waited out, never sent alongside: the row ends `sent` (nothing to do) or the lease expires (take over).
+        """
+        loop = asyncio.get_running_loop()
+        new = emails.NewEmail(
             idempotency_key=mail.key, job_id=ctx.job_id, recipient=mail.recipient, subject=mail.subject,
             template=mail.template, message_id=message_id_for(ctx.job_id), event_id=mail.event_id,
             participant_id=mail.participant_id,
-        ))
+        )
+        waited_for: str | None = None
+        while True:
+            asked = loop.time()  # before the claim: the local deadline is never later than the database's
+            row = await emails.claim(ctx.pool, new, owner=owner, lease_seconds=self.lease_seconds)
+            if row is not None:
+                return row, asked + self.lease_seconds - LEASE_MARGIN_SECONDS
+            lease = await emails.lease_of(ctx.pool, mail.key)
+            if lease is None or lease.status == "sent":
+                ctx.log.info("%s to %s not sent again: key %s is already sent", mail.template, mail.recipient,
+                             mail.key)
+                return None, 0.0
+            if lease.owner != waited_for:
+                waited_for = lease.owner
+                ctx.log.info("%s to %s is being sent by %s (lease ends in %.1f s): waiting, not sending in parallel",
+                             mail.template, mail.recipient, lease.owner, lease.seconds_left)
+            await asyncio.sleep(min(max(lease.seconds_left, 0.05), LEASE_POLL_SECONDS))
+
+    async def deliver(self, ctx: JobContext, mail: Mail) -> dict[str, Any]:
+        owner = f"{self.owner_prefix}:{ctx.job_id}:{ctx.attempt}:{uuid.uuid4().hex[:8]}"
+        row, deadline = await self.take_lease(ctx, mail, owner)
         if row is None:
-            ctx.log.info("%s to %s not sent again: key %s is already sent", mail.template, mail.recipient, mail.key)
             return {"status": "already sent", "key": mail.key}
         outgoing = Outgoing(
             sender=self.sender, recipient=mail.recipient, subject=mail.subject, template=mail.template,
@@ -208,17 +257,25 @@ class EmailHandlers:
         try:
             message = build(self.environment, outgoing)
         except ComposeError as exc:
-            await emails.record_failure(ctx.pool, mail.key, None, str(exc), final=True)
+            await emails.record_failure(ctx.pool, mail.key, owner, None, str(exc), final=True)
             raise PermanentError(str(exc)) from exc
         try:
-            reply = await self.mailer.send(message)
+            # Cut off before the lease ends, so no other run can take over while this one still talks.
+            async with asyncio.timeout_at(deadline):
+                reply = await self.mailer.send(message)
         except SmtpRejected as exc:
-            await emails.record_failure(ctx.pool, mail.key, exc.reply.code, exc.reply.text, final=True)
+            await emails.record_failure(ctx.pool, mail.key, owner, exc.reply.code, exc.reply.text, final=True)
             raise PermanentError(f"{mail.recipient} rejected: {exc}") from exc
-        except SmtpDeferred as exc:
+        except (SmtpDeferred, TimeoutError) as exc:
+            deferred = exc if isinstance(exc, SmtpDeferred) else SmtpDeferred(
+                SmtpReply(None, f"the SMTP conversation outlasted the {self.lease_seconds:g} s send lease"))
             final = ctx.attempt >= ctx.max_attempts
-            await emails.record_failure(ctx.pool, mail.key, exc.reply.code, exc.reply.text, final=final)
-            raise
+            await emails.record_failure(ctx.pool, mail.key, owner, deferred.reply.code, deferred.reply.text,
+                                        final=final)
+            if deferred is exc:
+                raise
+            raise deferred from exc
+        # Its own statement and commit, right after the 250: a crash after this point never sends again.
         await emails.record_sent(ctx.pool, mail.key, reply.code, reply.text)
         ctx.log.info("sent %s to %s as %s: %s %s", mail.template, mail.recipient, row["message_id"],
                      reply.code, reply.text)

@@ -103,10 +103,14 @@ async def event_jobs(executor: Executor, event_ids: Sequence[uuid.UUID]) -> list
 
 
 async def pending_event_jobs(connection: asyncpg.Connection, event_id: uuid.UUID) -> list[uuid.UUID]:
+    """The event's jobs of its current schedule that have not run: its reminder jobs and the per-participant
+    `email.send` jobs they fanned out (those carry a schedule_revision; other mail about the event does not)."""
     rows = await connection.fetch(
         """SELECT id FROM jobs
             WHERE args ? 'event_id' AND (args ->> 'event_id') = $1
-              AND kind = ANY($2::text[]) AND state = ANY($3::text[])
+              AND (kind = ANY($2::text[]) OR (kind = 'email.send' AND (args ->> 'schedule_revision') IS NOT NULL))
+              AND state = ANY($3::text[])
+            ORDER BY id
             FOR UPDATE""",
         str(event_id), list(EVENT_JOB_KINDS), list(PENDING_STATES),
     )

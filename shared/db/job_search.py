@@ -65,6 +65,7 @@ class JobFilter:
     q: str | None = None  # substring of arguments (recipient, event id...) or error text, case-insensitive
     since: datetime | None = None  # updated_at >= since
     until: datetime | None = None  # updated_at < until
+    redacted: bool = False  # a read-only caller: match only what it is shown (secrets redacted)
 
     def where(self, params: list[Any]) -> str:
         """SQL conditions for this filter, appending their values to `params`."""
@@ -87,7 +88,12 @@ class JobFilter:
         needle = (self.q or "").strip()
         if needle:
             # Same expression as jobs_search_trgm_idx; a pasted job id also finds the job itself.
-            matched = f"jobs_search_text(args, last_error) ILIKE {param(like_pattern(needle))}"
+            pattern = param(like_pattern(needle))
+            matched = f"jobs_search_text(args, last_error) ILIKE {pattern}"
+            if self.redacted:
+                # The index finds the candidates; the redacted text (0006) decides, so a piece of a
+                # secret finds nothing that the caller would only see as [redacted].
+                matched += f" AND jobs_redacted_search_text(args, last_error) ILIKE {pattern}"
             as_id = _as_uuid(needle)
             if as_id is not None:
                 matched = f"({matched} OR id = {param(as_id)})"

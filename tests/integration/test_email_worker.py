@@ -14,6 +14,7 @@ from services.email_worker.handlers import build_handlers
 from shared.db import jobs as job_queries
 from shared.jobs import JobState
 from shared.kinds import EMAIL_SERVICE, platform_registry
+from shared.registry import InvalidJobArguments
 from shared.worker import Runtime, open_runtime
 from tests.conftest import StartWorker
 from tests.support.domain_rows import insert_event, insert_participants
@@ -223,4 +224,39 @@ async def test_header_injection_that_slipped_past_the_api_fails_permanently(
     job = await finished(platform.pool, row["id"])
     assert (job["state"], job["attempt"]) == ("failed", 1)
     assert "subject" in job["last_error"]
+    assert sink.messages == []
+
+
+@pytest.mark.usefixtures("email_worker")
+async def test_a_subject_with_a_unicode_line_separator_fails_at_once_with_the_reason(
+    platform: Runtime, sink: SmtpSink
+) -> None:
+    """U+0085 (NEL) is no CR/LF, but the email package splits lines on it: a plain ValueError used to be retried."""
+    with pytest.raises(InvalidJobArguments, match="subject"):  # the front door refuses it
+        await platform.client.enqueue("email.send", {"to": "eve@example.com", "subject": "Hi\x85there"})
+    # Written straight to the table, as a caller bypassing validation would.
+    row = await job_queries.insert_job(platform.pool, job_queries.NewJob(
+        id=uuid.uuid4(), kind="email.send", args={"to": "eve@example.com", "subject": "Hi\x85there"},
+        queue="default", service=EMAIL_SERVICE, priority=5, state=JobState.ENQUEUED, max_attempts=3,
+        run_at=datetime.now(UTC),
+    ))
+    assert row is not None
+    await platform.client.publish([row])
+    # A title stored before the api refused control characters: the worker is where it surfaces.
+    event_id = await insert_event(platform.pool, title="Party\x01Bcc: all@example.com",
+                                  starts_at=datetime.now(UTC) + timedelta(days=2))
+    [(participant_id, _)] = await insert_participants(platform.pool, event_id, 1)
+    confirmation = await platform.client.enqueue(
+        "email.event_confirmation", {"event_id": str(event_id), "participant_id": str(participant_id)})
+    assert confirmation is not None
+
+    send = await finished(platform.pool, row["id"])
+    assert (send["state"], send["attempt"]) == ("failed", 1)
+    assert send["last_error"].endswith("InvalidJobArguments: arguments do not fit job kind 'email.send': subject")
+    assert send["state_reason"] == "permanent error"
+    job = await finished(platform.pool, confirmation.id)
+    assert (job["state"], job["attempt"]) == ("failed", 1)
+    assert "PermanentError" in job["last_error"] and "U+0001" in job["last_error"]
+    [email] = await email_rows(platform.pool)
+    assert email["status"] == "failed"
     assert sink.messages == []

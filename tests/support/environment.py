@@ -21,6 +21,10 @@ BASE_AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MANAGEMENT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/")
 
 
+# Tests send hundreds of sign-ups from one address; the rate-limit tests turn the limits back on.
+NO_RATE_LIMITS = {"rate_limit_client_requests": 0, "rate_limit_email_requests": 0, "login_rate_limit_requests": 0}
+
+
 def database_url(name: str) -> str:
     return urlunsplit(urlsplit(BASE_DATABASE_URL)._replace(path=f"/{name}"))
 
@@ -115,6 +119,7 @@ class TestEnvironment:
     def settings(self, **overrides: Any) -> Settings:
         values = {"database_url": self.database_url, "amqp_url": self.amqp_url,
                   "heartbeat_seconds": 1.0, "job_lease_seconds": 6.0, "shutdown_timeout_seconds": 5.0,
+                  **NO_RATE_LIMITS,
                   **self.overrides, **overrides}
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 

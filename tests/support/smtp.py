@@ -6,6 +6,7 @@ import email
 import email.policy
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,8 @@ class Received:
     sender: str
     recipients: tuple[str, ...]
     message: EmailMessage
+    started: float = 0.0  # time.time() at MAIL FROM: the conversation for this message began
+    accepted: float = 0.0  # time.time() when the 250 for DATA was decided
 
     @property
     def message_id(self) -> str:
@@ -49,6 +52,28 @@ class SinkHandler:
         self.deferral_reply = "451 4.3.0 try again later"
         self.deferred = 0
         self.rejections: dict[str, str] = {}
+        self.started: dict[int, float] = {}
+        self.connections = 0
+        self.mail_replies: list[str] = []  # answers for the next MAIL FROMs instead of 250
+
+    async def handle_EHLO(
+        self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        with self.lock:
+            self.connections += 1  # once per SMTP connection (a client says EHLO again after STARTTLS)
+        return responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        with self.lock:
+            if self.mail_replies:
+                return self.mail_replies.pop(0)
+            self.started[id(envelope)] = time.time()
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -68,7 +93,8 @@ class SinkHandler:
                 return self.deferral_reply
             message = email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
             self.received.append(
-                Received(str(envelope.mail_from), tuple(envelope.rcpt_tos), cast(EmailMessage, message))
+                Received(str(envelope.mail_from), tuple(envelope.rcpt_tos), cast(EmailMessage, message),
+                         started=self.started.pop(id(envelope), 0.0), accepted=time.time())
             )
             return f"250 2.0.0 OK queued as {len(self.received)}"
 
@@ -84,9 +110,20 @@ class SmtpSink:
             self.handler.deferrals_left = times
             self.handler.deferral_reply = reply
 
+    def refuse_mail(self, *replies: str) -> None:
+        """Answer the next MAIL FROMs with these replies (e.g. 421, as a server closing an idle connection)."""
+        with self.handler.lock:
+            self.handler.mail_replies.extend(replies)
+
     def reject(self, recipient: str, reply: str = "550 5.1.1 no such user here") -> None:
         with self.handler.lock:
             self.handler.rejections[recipient.lower()] = reply
+
+    @property
+    def connections(self) -> int:
+        """EHLO greetings received: SMTP connections opened (a STARTTLS connection counts twice)."""
+        with self.handler.lock:
+            return self.handler.connections
 
     @property
     def deferred(self) -> int:

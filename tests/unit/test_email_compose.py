@@ -53,3 +53,14 @@ def test_templates_that_cannot_render_are_refused(template: str, context: dict[s
 ])
 def test_domain_text_becomes_one_header_line(text: str, expected: str) -> None:
     assert one_line(text) == expected
+
+
+@pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\t", "\x00", "\x7f", "\x9b"])
+def test_any_control_character_or_line_separator_in_a_header_is_refused_for_good(char: str) -> None:
+    with pytest.raises(ComposeError, match=f"U\\+{ord(char):04X}.*header injection"):
+        build(template_environment(), outgoing(subject=f"Hello{char}Bcc: all@example.com"))
+
+
+@pytest.mark.parametrize("value", ["Grüße aus Köln", "日本語の件名", "emoji 🎉", "a \u2013 b"])
+def test_printable_unicode_is_a_fine_header(value: str) -> None:
+    assert build(template_environment(), outgoing(subject=value))["Subject"] == value
