@@ -150,8 +150,9 @@ class RecurringScheduler:
 
     async def fire_due(self) -> None:
         for entry in list(self.entries.values()):
-            self.replan_if_stalled(entry)
             while not self.stop.is_set():
+                # Before every occurrence: the process may have stalled in the middle of this loop too.
+                self.replan_if_stalled(entry)
                 fire_time = entry.next_fire()
                 if fire_time is None or fire_time > self.clock():
                     break

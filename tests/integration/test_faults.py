@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from shared.messaging.envelope import Envelope
@@ -87,14 +88,31 @@ def report(name: str, runs: list[observed.Run], *, lost: int) -> observed.Counts
     return counts
 
 
+async def ready(env: TestEnvironment, *processes: asyncio.subprocess.Process) -> None:
+    """Wait until each worker process heartbeats (it has migrated, connected and started consuming)."""
+    connection = await asyncpg.connect(env.database_url)
+    try:
+        for process in processes:
+            async def heartbeating(process: asyncio.subprocess.Process = process) -> bool:
+                assert process.returncode is None, f"worker {process.pid} exited with {process.returncode}"
+                return bool(await connection.fetchval(
+                    "SELECT count(*) FROM servers WHERE id LIKE $1", worker_prefix(process) + "%"))
+            await eventually(heartbeating, timeout=60, what=f"worker {process.pid} to start")
+    finally:
+        await connection.close()
+
+
 @asynccontextmanager
 async def workers(env: TestEnvironment, tmp_path: Path, count: int, **overrides: Any
                   ) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """`count` (1 or 2) worker processes of the test kinds, started and heartbeating."""
     async with service_process(WORKER, env, tmp_path / "worker-1.log", **overrides) as first:
         if count == 1:
+            await ready(env, first)
             yield [first]
             return
         async with service_process(WORKER, env, tmp_path / "worker-2.log", **overrides) as second:
+            await ready(env, first, second)
             yield [first, second]
 
 
@@ -173,9 +191,7 @@ async def test_a_cut_broker_connection_never_runs_a_job_on_two_workers(
         running_on_a = [row["id"] for row in await runtime.pool.fetch(
             "SELECT id FROM jobs WHERE state = 'processing' AND worker LIKE $1", worker_prefix(worker_a) + "%")]
         async with service_process(WORKER, env, tmp_path / "b.log", worker_concurrency=10) as worker_b:
-            await eventually(lambda: runtime.pool.fetchval(
-                "SELECT count(*) FROM servers WHERE id LIKE $1", worker_prefix(worker_b) + "%"),
-                timeout=60, what="worker B to start")
+            await ready(env, worker_b)
             # The management API lists a new connection a few seconds late: retried until it is there.
             await eventually(lambda: close_connections(env.vhost, worker_prefix(worker_a)), timeout=30,
                              what="worker A's connection to be listed and closed")
@@ -203,6 +219,7 @@ async def test_a_frozen_worker_is_taken_over_and_its_late_outcomes_are_refused(
                                amqp_heartbeat_seconds=2) as worker_a:
         await eventually(held_by(runtime, ids, worker_a, 6), timeout=60, what="worker A to run all 6 jobs")
         async with service_process(WORKER, env, tmp_path / "b.log", worker_concurrency=6) as worker_b:
+            await ready(env, worker_b)
             stopped_at = time.time()
             worker_a.send_signal(signal.SIGSTOP)
             try:
