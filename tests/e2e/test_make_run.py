@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -83,3 +84,30 @@ async def env_servers(env: TestEnvironment) -> int:
         return count
     finally:
         await connection.close()
+
+
+async def test_make_run_with_its_api_port_taken_says_which_variable_to_change_and_fails(
+    env: TestEnvironment, tmp_path: Path
+) -> None:
+    api_port, smtp_port = free_port(), free_port()
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    squatter.bind(("127.0.0.1", api_port))
+    squatter.listen()
+    process_env = env.process_env(api_port=api_port, smtp_port=smtp_port)
+    process_env.update(MAIL_DIR=str(tmp_path / "mail"), PYTHONUNBUFFERED="1")
+    try:
+        make = await asyncio.create_subprocess_exec(
+            "make", "--no-print-directory", "run", cwd=ROOT, env=process_env, start_new_session=True,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(make.communicate(), 120)
+    finally:
+        squatter.close()
+
+    assert make.returncode != 0
+    ours = [line for line in stderr.decode().splitlines() if line.startswith("make run:")]
+    assert len(ours) == 1, stderr.decode()
+    assert "API_PORT" in ours[0] and str(api_port) in ours[0] and "already in use" in ours[0]
+    assert "Traceback" not in stderr.decode()
+    assert "eventjobs is running" not in stdout.decode()
+    assert await env_servers(env) == 0  # nothing was started
