@@ -113,7 +113,7 @@ async def edit(request: web.Request) -> web.StreamResponse:
     recurring_id = request.match_info["recurring_id"]
     form = await request.post()
     values = {"cron": str(form.get("cron", "")).strip(), "timezone": str(form.get("timezone", "")).strip()}
-    errors = {name: "required" for name, value in values.items() if not value}
+    errors = {name: "is required" for name, value in values.items() if not value}
     if not errors:
         try:
             await operations.update_recurring(request.app[RUNTIME], recurring_id, cron=values["cron"],

@@ -55,6 +55,14 @@ def iso_text(value: Any) -> Any:
     return value
 
 
+def not_in_the_past(value: datetime) -> datetime:
+    """An event that has already started can have no reminders and no one can still come: a typo, refused."""
+    if value <= datetime.now(UTC):
+        raise ValueError(f"must be in the future (it is {value.isoformat()}, now is "
+                         f"{datetime.now(UTC).replace(microsecond=0).isoformat()})")
+    return value
+
+
 # Naive times are refused: no guessing a zone.
 EventTime = Annotated[AwareDatetime, BeforeValidator(iso_text), AfterValidator(in_utc)]
 Title = Name  # one header line: it goes into reminder subjects
@@ -71,6 +79,11 @@ class EventIn(BaseModel):
     location: Location | None = None
     starts_at: EventTime
     ends_at: EventTime | None = None
+
+    @field_validator("starts_at")
+    @classmethod
+    def _in_the_future(cls, value: datetime) -> datetime:
+        return not_in_the_past(value)
 
     @field_validator("ends_at")
     @classmethod
@@ -106,6 +119,11 @@ class EventPatch(BaseModel):
         if value is None:
             raise ValueError("may be left out but not set to null")
         return value
+
+    @field_validator("starts_at")
+    @classmethod
+    def _moved_into_the_future(cls, value: datetime) -> datetime:
+        return not_in_the_past(value)
 
 
 class EventJobOut(BaseModel):

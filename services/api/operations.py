@@ -139,17 +139,24 @@ def check_schedule(cron: str, timezone: str, field: str = "cron") -> Schedule:
     """The schedule for 5 crontab fields (or 6, seconds first) in `timezone`, or a 422 naming `field`.
 
     An unknown zone is a 422 naming `timezone` whatever `field` is: that is where the operator must look.
+    Both are checked, so a bad zone does not hide a bad cron expression.
     """
+    problems: list[dict[str, str]] = []
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise invalid_fields([{"field": "timezone", "message": f"unknown IANA time zone {timezone!r}"}]) from None
+        problems.append({"field": "timezone",
+                         "message": f"unknown IANA time zone {timezone!r} (a name like Europe/Berlin or UTC)"})
+        timezone = "UTC"  # only to check the cron expression on its own
+    schedule: Schedule | None = None
     try:
         schedule = parse_cron(cron, timezone)
     except (InvalidSchedule, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
-        raise invalid_fields([{"field": field, "message": str(exc) or f"invalid cron expression {cron!r}"}]) from None
-    if schedule.next_after(datetime.now(UTC)) is None:
-        raise invalid_fields([{"field": field, "message": f"cron expression {cron!r} never fires"}])
+        problems.append({"field": field, "message": str(exc) or f"invalid cron expression {cron!r}"})
+    if schedule is not None and schedule.next_after(datetime.now(UTC)) is None:
+        problems.append({"field": field, "message": f"cron expression {cron!r} never fires"})
+    if problems or schedule is None:
+        raise invalid_fields(problems)
     return schedule
 
 

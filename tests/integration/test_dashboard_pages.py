@@ -181,6 +181,15 @@ async def test_recurring_edit_shows_validation_errors_and_saves_good_values(
         assert bad.status == 422
         assert "Mars/Olympus" in text and "unknown IANA time zone" in text
 
+    token = csrf_from(await page(browser, edit_page))
+    async with browser.post(f"{url}/generate-daily-report/edit",
+                            data={"cron": "99 7 * * *", "timezone": "Mars/Olympus", "csrf_token": token}) as both:
+        text = await both.text()
+        assert both.status == 422
+        # Both fields at once: a bad zone does not hide a bad cron expression.
+        assert "unknown IANA time zone" in text and "99" in text
+        assert text.count('class="field-error" role="alert"') == 2, text
+
     response = await post_form(browser, f"{url}/generate-daily-report/edit",
                                {"cron": "30 7 * * 1-5", "timezone": "Europe/Paris"}, edit_page)
     assert response.status == 303
