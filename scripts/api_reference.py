@@ -1,7 +1,7 @@
 """The generated part of docs/api.md: every operation of the OpenAPI document with its example body.
 
-`python -m scripts.api_reference` prints it; `tests/unit/test_docs.py` checks docs/api.md holds it, so the
-reference cannot drift from the served routes.
+`python -m scripts.api_reference --write` puts it in place; `tests/unit/test_docs.py` checks docs/api.md
+holds it, so the reference cannot drift from the served routes.
 """
 
 from __future__ import annotations
@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from services.api.app import create_app
 from shared.settings import Settings
 
+ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- operations:start (python -m scripts.api_reference) -->", "<!-- operations:end -->"
 
 
@@ -49,5 +51,15 @@ def reference(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write(path: Path = ROOT / "docs" / "api.md") -> None:
+    """Replace the generated part of docs/api.md in place (`python -m scripts.api_reference --write`)."""
+    text = path.read_text()
+    head, tail = text[:text.index(START)], text[text.index(END) + len(END) + 1:]
+    path.write_text(head + reference(document()) + tail)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(reference(document()))
+    if sys.argv[1:] == ["--write"]:
+        write()
+    else:
+        sys.stdout.write(reference(document()))

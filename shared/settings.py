@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     email_send_lease_seconds: float = Field(45.0, ge=3)
     # Open SMTP connections the email worker keeps and reuses (at most this many at once).
     smtp_pool_size: int = Field(10, ge=1, le=1000)
+    # How often the api removes parked copies of jobs that have since succeeded or been deleted.
+    parked_sweep_seconds: float = Field(30.0, gt=0)
 
     @field_validator("admin_emails", "retry_delays", mode="before")
     @classmethod

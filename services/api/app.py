@@ -14,6 +14,7 @@ from services.api import (
     index,
     jobs,
     metrics,
+    parked_sweeper,
     participants,
     ratelimit,
     recurring,
@@ -46,6 +47,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
             yield
 
     app.cleanup_ctx.append(runtime_ctx)
+    parked_sweeper.install(app)
     metrics.install(app)
     api_routes: list[ApiRoutes] = [health.routes, jobs.routes, users.routes, events.routes, participants.routes,
                                    metrics.routes, docs.routes, recurring.routes, system.routes,

@@ -38,7 +38,7 @@ routes = web.RouteTableDef()
 
 def setup(app: web.Application) -> None:
     """Everything the dashboard adds to the api application."""
-    from services.api import dashboard_actions, dashboard_system
+    from services.api import dashboard_actions, dashboard_parking, dashboard_system
 
     auth.install(app)
     app[REALTIME_CACHE] = {}
@@ -46,6 +46,7 @@ def setup(app: web.Application) -> None:
     app.add_routes(routes)
     app.add_routes(dashboard_system.routes)
     app.add_routes(dashboard_actions.routes)
+    app.add_routes(dashboard_parking.routes)
     app.router.add_static("/jobs/static/", STATIC, name="dashboard_static", append_version=True)
 
 

@@ -44,6 +44,7 @@ NOTICES = {
     "resumed": "Recurring job resumed.",
     "saved": "Schedule saved.",
     "bulk": "Bulk action done.",
+    "purged": "Removed from the parking lot; no job was changed.",
     "logged_out": "Logged out.",
 }
 
@@ -80,7 +81,8 @@ def common_context(request: web.Request) -> dict[str, Any]:
     notice = NOTICES.get(request.query.get("done", ""))
     count = request.query.get("n")
     if notice and count and count.isdigit():
-        notice = f"{notice} ({count} job{'' if count == '1' else 's'})"
+        noun = "message" if request.query.get("done") == "purged" else "job"
+        notice = f"{notice} ({count} {noun}{'' if count == '1' else 's'})"
     return {
         "csrf_field": CSRF_FIELD,
         "csrf_token": request.get(CSRF_TOKEN, ""),

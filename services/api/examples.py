@@ -17,5 +17,6 @@ REQUEST_EXAMPLES: dict[str, Any] = {
     "JobRequest": {"kind": "email.welcome", "args": {"email": "ada@example.com", "name": "Ada Lovelace"},
                    "delay_seconds": 60},
     "BulkJobsRequest": {"state": "failed", "kind": "email.send"},
+    "ParkedPurgeIn": {"older_than_seconds": 604800},
     "RecurringPatch": {"cron": "0 3 * * *", "timezone": "Europe/Berlin", "enabled": True},
 }

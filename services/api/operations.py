@@ -7,6 +7,7 @@ Each action changes Postgres first (guarded by the state machine), then publishe
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,12 +19,15 @@ import asyncpg
 from services.api.errors import ApiError, invalid_fields
 from services.api.schemas import RecurringOut
 from services.scheduler.cron import InvalidSchedule, Schedule, parse_cron
+from shared import parking_lot
 from shared.client import EnqueuedJob
 from shared.db import job_search
 from shared.db import jobs as job_queries
 from shared.jobs import DELETABLE, REQUEUEABLE, JobState
 from shared.registry import InvalidJobArguments, UnknownJobKind
 from shared.worker import Runtime
+
+log = logging.getLogger(__name__)
 
 BULK_CHUNK = 500
 BULK_LIMIT = 10_000
@@ -58,6 +62,7 @@ async def requeue_job(runtime: Runtime, job_id: uuid.UUID, reason: str = "requeu
     row = await job_queries.requeue(runtime.pool, job_id, reason)
     if row is None:
         raise await _conflict_or_missing(runtime, job_id, "requeue", sorted(REQUEUEABLE))
+    await forget_parked(runtime, [job_id])  # before publishing: a new copy of a quick failure must stay
     await runtime.client.publish([row])
     return row
 
@@ -66,6 +71,19 @@ async def delete_job(runtime: Runtime, job_id: uuid.UUID, reason: str = "deleted
     """Delete one job (it stays in the history as `deleted`); 404 unknown, 409 when it is processing."""
     if not await job_queries.delete(runtime.pool, [job_id], reason):
         raise await _conflict_or_missing(runtime, job_id, "delete", sorted(DELETABLE))
+    await forget_parked(runtime, [job_id])
+
+
+async def forget_parked(runtime: Runtime, job_ids: Sequence[uuid.UUID]) -> None:
+    """Remove the parking-lot copies of jobs an operator requeued or deleted: they no longer say anything
+    true. Best effort after the commit: with RabbitMQ away the copies stay until the api's sweeper (deleted
+    or succeeded jobs) or a purge removes them."""
+    if not job_ids:
+        return
+    try:
+        await parking_lot.forget_jobs(runtime.broker, job_ids)
+    except Exception:  # the change itself is committed; a stale copy is not worth failing it
+        log.warning("could not remove parked copies", extra={"jobs": len(job_ids)}, exc_info=True)
 
 
 async def enqueue_now(runtime: Runtime, job_id: uuid.UUID, reason: str = "enqueued now by operator") -> asyncpg.Record:
@@ -95,6 +113,7 @@ async def requeue_jobs(
     """Requeue many jobs by id; those in a state that forbids it are counted as skipped."""
     async def requeue(ids: list[uuid.UUID]) -> list[asyncpg.Record]:
         rows = await job_search.requeue_jobs(runtime.pool, ids, reason)
+        await forget_parked(runtime, [row["id"] for row in rows])  # before publishing, as in requeue_job
         await runtime.client.publish(list(rows))
         return rows
 
@@ -105,7 +124,9 @@ async def delete_jobs(
     runtime: Runtime, job_ids: Sequence[uuid.UUID], reason: str = "deleted by operator"
 ) -> BulkResult:
     """Delete many jobs by id; those in a state that forbids it are counted as skipped."""
-    return await _in_chunks(job_ids, lambda ids: job_queries.delete(runtime.pool, ids, reason))
+    result = await _in_chunks(job_ids, lambda ids: job_queries.delete(runtime.pool, ids, reason))
+    await forget_parked(runtime, result.changed)
+    return result
 
 
 async def requeue_matching(

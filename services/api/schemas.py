@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, StrictBool
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, StrictBool, model_validator
 
 from services.api.errors import IDEMPOTENCY_KEY_MAX
 from shared.jobs import JobState, QueueClass
@@ -210,6 +210,31 @@ class ParkedMessageOut(BaseModel):
     kind: str | None
     service: str | None
     payload: str
+    id: str = Field("", description="names this copy in POST /api/queues/dead/purge")
+    parked_at: datetime | None = Field(None, description="when it was parked; null for copies parked before "
+                                                          "copies were stamped")
+
+
+class ParkedPurgeIn(BaseModel):
+    """Exactly one of: every parked copy, the copies with these ids, or those parked longer ago than this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    all: Literal[True] | None = Field(None, description="true: empty the whole parking lot")
+    ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]],
+                   Field(min_length=1, max_length=10_000)] | None = None
+    older_than_seconds: Annotated[int, Field(ge=0, le=10 * 366 * 86400)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ParkedPurgeIn:
+        given = [name for name in ("all", "ids", "older_than_seconds") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of all, ids or older_than_seconds")
+        return self
+
+
+class ParkedPurgeOut(BaseModel):
+    removed: int
 
 
 class ParkedMessagesOut(BaseModel):

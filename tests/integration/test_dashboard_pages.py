@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -253,3 +254,28 @@ async def test_an_action_the_state_forbids_and_an_unknown_job_are_explained_on_a
     assert await job_queries.job_state(runtime.pool, job_id) == "processing"
     html = await page(browser, f"{base_url}/jobs/job/{uuid.uuid4()}", status=404)
     assert "Not found" in html and "text/html" in (await browser.get(f"{base_url}/jobs/job/nope")).content_type
+
+
+async def test_the_queues_page_purges_selected_and_all_parked_messages(
+    browser: aiohttp.ClientSession, base_url: str, runtime: Runtime
+) -> None:
+    for n in range(3):
+        await runtime.broker.publish_dead(f"poison {n}".encode(), f"undecodable {n}")
+    url = f"{base_url}/jobs/queues"
+
+    async def three_shown() -> str | None:
+        html = await page(browser, url)
+        return html if html.count('form="purge-form"') == 3 else None
+
+    html = await eventually(three_shown, what="three parked messages with their boxes on the Queues page")
+    assert "a copy goes when its job is requeued, deleted or succeeds" in html
+    assert 'data-confirm="Empty the whole parking lot?' in html
+    first_id = re.findall(r'name="id" value="([0-9a-f]+)" form="purge-form"', html)[0]
+
+    response = await post_form(browser, f"{url}/purge", {"do": "selected", "id": first_id}, url)
+    assert response.status == 303
+    assert "Removed from the parking lot; no job was changed. (1 message)" in await page(
+        browser, base_url + response.headers["Location"])
+    response = await post_form(browser, f"{url}/purge", {"do": "all"}, url)
+    assert response.status == 303 and "n=2" in response.headers["Location"]
+    assert "The parking lot is empty." in await page(browser, url)

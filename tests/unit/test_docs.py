@@ -26,7 +26,7 @@ def test_the_readme_kinds_table_is_generated_from_the_declarations() -> None:
 def test_docs_api_lists_every_operation_of_the_served_document() -> None:
     generated = reference(document())
     assert API_DOC[API_DOC.index(START):API_DOC.index(END) + len(END) + 1] == generated, (
-        "regenerate docs/api.md's operations with `python -m scripts.api_reference`")
+        "regenerate it with `python -m scripts.api_reference --write`")
 
 
 def test_the_readme_links_only_to_files_in_the_repository() -> None:
