@@ -122,7 +122,9 @@ async def job_list(request: web.Request) -> web.Response:
     errors = dict(parsed.errors)
     if not errors:
         try:
-            page = await job_search.search_jobs(runtime.pool, parsed.job_filter, limit=PAGE_SIZE, cursor=cursor)
+            # The Scheduled list answers "what runs next", so it is ordered by run_at, soonest first.
+            page = await job_search.search_jobs(runtime.pool, parsed.job_filter, limit=PAGE_SIZE, cursor=cursor,
+                                                soonest_first=parsed.job_filter.state is JobState.SCHEDULED)
         except job_search.InvalidCursor:
             errors["cursor"] = "this page link is not valid any more; start from the newest"
     counts = await state_counts(runtime.pool)

@@ -63,14 +63,24 @@ def selected_ids(values: list[str]) -> list[uuid.UUID]:
     return ids
 
 
+# action → (on ids, on a filter, the reason's verb)
+BULK_ACTIONS: dict[str, tuple[Callable[..., Awaitable[operations.BulkResult]],
+                              Callable[..., Awaitable[operations.BulkResult]], str]] = {
+    "requeue": (operations.requeue_jobs, operations.requeue_matching, "requeued"),
+    "delete": (operations.delete_jobs, operations.delete_matching, "deleted"),
+    "enqueue": (operations.enqueue_now_jobs, operations.enqueue_now_matching, "enqueued now"),
+}
+
+
 @routes.post("/jobs/bulk")
 async def bulk(request: web.Request) -> web.StreamResponse:
     """Requeue or delete the ticked jobs, or every job matching the list's filter (which must name a state)."""
     form = await request.post()
     runtime = request.app[RUNTIME]
     action, _, scope = str(form.get("do", "")).partition("-")
-    if action not in ("requeue", "delete") or scope not in ("selected", "matching"):
-        raise ApiError(422, "validation_error", "choose requeue or delete, on the selected or all matching jobs")
+    if action not in BULK_ACTIONS or scope not in ("selected", "matching"):
+        raise ApiError(422, "validation_error",
+                       "choose requeue, delete or enqueue, on the selected or all matching jobs")
     parsed = parse_filter({name: str(value) for name, value in form.items()}, datetime.now(UTC))
     if parsed.errors:
         raise ApiError(422, "validation_error", "; ".join(f"{name}: {msg}" for name, msg in parsed.errors.items()))
@@ -78,13 +88,11 @@ async def bulk(request: web.Request) -> web.StreamResponse:
         ids = selected_ids([str(value) for value in form.getall("id", [])])
         if not ids:
             raise ApiError(422, "validation_error", "no job selected: tick the jobs first")
-        run = operations.requeue_jobs if action == "requeue" else operations.delete_jobs
-        result = await run(runtime, ids, f"{action}d {REASON}")
+        result = await BULK_ACTIONS[action][0](runtime, ids, f"{BULK_ACTIONS[action][2]} {REASON}")
     else:
         if parsed.job_filter.state is None:
             raise ApiError(422, "validation_error", "a bulk action on all matching jobs needs a state filter")
-        run_matching = operations.requeue_matching if action == "requeue" else operations.delete_matching
-        result = await run_matching(runtime, parsed.job_filter, reason=f"{action}d {REASON}")
+        result = await BULK_ACTIONS[action][1](runtime, parsed.job_filter, reason=f"{BULK_ACTIONS[action][2]} {REASON}")
     return see_other(f"/jobs/list?{parsed.query(done='bulk', n=str(len(result.changed)))}")
 
 

@@ -120,6 +120,26 @@ async def requeue_jobs(
     return await _in_chunks(job_ids, requeue)
 
 
+async def enqueue_now_jobs(
+    runtime: Runtime, job_ids: Sequence[uuid.UUID], reason: str = "enqueued now by operator"
+) -> BulkResult:
+    """Run many scheduled jobs now; those no longer scheduled are counted as skipped."""
+    async def enqueue(ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+        rows = await job_search.enqueue_scheduled_now_many(runtime.pool, ids, reason)
+        await runtime.client.publish(list(rows))
+        return rows
+
+    return await _in_chunks(job_ids, enqueue)
+
+
+async def enqueue_now_matching(
+    runtime: Runtime, job_filter: job_search.JobFilter, limit: int = BULK_LIMIT,
+    reason: str = "enqueued now by operator",
+) -> BulkResult:
+    """Run up to `limit` scheduled jobs matching the filter now."""
+    return await enqueue_now_jobs(runtime, await job_search.matching_ids(runtime.pool, job_filter, limit), reason)
+
+
 async def delete_jobs(
     runtime: Runtime, job_ids: Sequence[uuid.UUID], reason: str = "deleted by operator"
 ) -> BulkResult:

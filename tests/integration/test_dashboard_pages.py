@@ -164,6 +164,35 @@ async def test_a_scheduled_job_is_enqueued_now_from_its_page(
     assert "Scheduled job enqueued now." in await page(browser, base_url + response.headers["Location"])
 
 
+async def test_the_scheduled_list_shows_run_times_soonest_first_and_enqueues_in_bulk(
+    browser: aiohttp.ClientSession, base_url: str, runtime: Runtime
+) -> None:
+    later = await runtime.client.enqueue("test.noop", {"n": 1}, delay=7200)
+    soon = await runtime.client.enqueue("test.noop", {"n": 2}, delay=600)
+    soonest = await runtime.client.enqueue("test.noop", {"n": 3}, delay=60)
+    assert later and soon and soonest
+    url = f"{base_url}/jobs/list?state=scheduled"
+    html = await page(browser, url)
+
+    assert "Runs at" in html and "Changed" not in html.split("<thead>")[1].split("</thead>")[0]
+    assert 'class="select-all" data-select="jobs"' in html
+    order = [html.index(str(job.id)) for job in (soonest, soon, later)]
+    assert order == sorted(order), "soonest first"
+    assert "in 2 h" in html and "in 10 min" in html
+    run_at = await runtime.pool.fetchval("SELECT run_at FROM jobs WHERE id = $1", later.id)
+    assert f"{run_at:%Y-%m-%d %H:%M:%S} UTC" in html
+
+    response = await post_form(browser, f"{base_url}/jobs/bulk",
+                               {"do": "enqueue-selected", "state": "scheduled", "id": [str(soon.id), str(later.id)]},
+                               url)
+    assert response.status == 303 and "n=2" in response.headers["Location"]
+    states = {job.id: await job_queries.job_state(runtime.pool, job.id) for job in (later, soon, soonest)}
+    assert states == {later.id: "enqueued", soon.id: "enqueued", soonest.id: "scheduled"}
+    response = await post_form(browser, f"{base_url}/jobs/bulk", {"do": "enqueue-matching", "state": "scheduled"}, url)
+    assert response.status == 303 and "n=1" in response.headers["Location"]
+    assert await job_queries.job_state(runtime.pool, soonest.id) == "enqueued"
+
+
 async def test_recurring_edit_shows_validation_errors_and_saves_good_values(
     browser: aiohttp.ClientSession, base_url: str, runtime: Runtime
 ) -> None:
