@@ -162,20 +162,39 @@ async def job_page(request: web.Request) -> web.Response:
         children=[redact_job(child) for child in await job_search.children(pool, job_id)],
         children_counts={s.value: n for s, n in (await job_search.children_counts(pool, job_id)).items()},
         can_requeue=state in REQUEUEABLE, can_delete=state in DELETABLE, can_enqueue_now=state is JobState.SCHEDULED,
-        live=state not in FINAL_STATES and state is not JobState.SCHEDULED,
+        live=is_live(state, row["updated_at"]),
         script=static_url(request, "job.js"),
     )
 
 
+# A run's log lines are written with its outcome or just after it, so the page keeps following a job
+# for a while after its final state, until those lines are shown too.
+SETTLE_SECONDS = 10.0
+LOG_LINES_SHOWN = 1000  # job_queries.job_logs' limit
+
+
+def is_live(state: JobState, updated_at: datetime) -> bool:
+    """Whether the job page should follow the job: moving, or final so recently that lines may still come."""
+    if state is JobState.SCHEDULED:
+        return False
+    if state not in FINAL_STATES:
+        return True
+    return (datetime.now(UTC) - updated_at).total_seconds() < SETTLE_SECONDS
+
+
 @routes.get("/jobs/job/{job_id}/state.json")
 async def job_state_json(request: web.Request) -> web.Response:
-    """The job page polls this while the job is moving and reloads when the state changes."""
+    """The job page polls this while the job is moving; it reloads when the state or the log changes."""
     job_id = path_uuid(request, "job_id", "job")
-    row = await job_queries.get_job(request.app[RUNTIME].pool, job_id)
+    pool = request.app[RUNTIME].pool
+    row = await job_queries.get_job(pool, job_id)
     if row is None:
         raise web.HTTPNotFound(reason=f"no job {job_id}")
+    logs = await pool.fetchval("SELECT count(*) FROM (SELECT 1 FROM job_logs WHERE job_id = $1 LIMIT $2) AS shown",
+                               job_id, LOG_LINES_SHOWN)
     body: dict[str, Any] = {"state": row["state"], "attempt": row["attempt"],
-                            "updated_at": row["updated_at"].isoformat()}
+                            "updated_at": row["updated_at"].isoformat(), "logs": logs,
+                            "live": is_live(JobState(row["state"]), row["updated_at"])}
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 

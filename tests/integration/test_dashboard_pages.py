@@ -308,3 +308,41 @@ async def test_the_queues_page_purges_selected_and_all_parked_messages(
     response = await post_form(browser, f"{url}/purge", {"do": "all"}, url)
     assert response.status == 303 and "n=2" in response.headers["Location"]
     assert "The parking lot is empty." in await page(browser, url)
+
+
+async def test_the_job_page_counts_attempts_across_requeues_and_shows_logs_in_time_order(
+    browser: aiohttp.ClientSession, base_url: str, runtime: Runtime, start_worker: StartWorker
+) -> None:
+    await start_worker()
+    job = await runtime.client.enqueue("test.permanent", {})
+    assert job is not None
+
+    async def failed() -> bool:
+        return await job_queries.job_state(runtime.pool, job.id) == "failed"
+
+    await eventually(failed, what="the first run to fail")
+    html = await page(browser, f"{base_url}/jobs/job/{job.id}")
+    response = await post_form(browser, f"{base_url}/jobs/job/{job.id}/requeue", {}, f"{base_url}/jobs/job/{job.id}")
+    assert response.status == 303
+
+    async def failed_again() -> bool:
+        count = await runtime.pool.fetchval(
+            "SELECT count(*) FROM job_states WHERE job_id = $1 AND state = 'failed'", job.id)
+        return bool(count == 2)
+
+    await eventually(failed_again, what="the requeued run to fail")
+    # Lines written in batches carry the time they were logged: ids are not in time order.
+    now = datetime.now(UTC)
+    await runtime.pool.executemany(
+        "INSERT INTO job_logs (job_id, level, message, created_at) VALUES ($1, 'INFO', $2, $3)",
+        [(job.id, "second line", now), (job.id, "first line", now - timedelta(seconds=5))])
+
+    html = await page(browser, f"{base_url}/jobs/job/{job.id}")
+    assert html.count('<span class="attempt-no">attempt 2</span>') == 1, html
+    assert html.count('<span class="attempt-no">attempt 1</span>') == 1
+    assert "(1 since the last requeue)" in html
+    assert html.index("first line") < html.index("second line")
+    assert 'data-live="yes"' in html  # just failed: its last lines may still arrive
+    async with browser.get(f"{base_url}/jobs/job/{job.id}/state.json") as state:
+        body = await state.json()
+    assert (body["state"], body["logs"], body["live"]) == ("failed", 2, True)
