@@ -18,6 +18,7 @@ from services.api import (
     participants,
     ratelimit,
     recurring,
+    reports,
     system,
     users,
 )
@@ -51,7 +52,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     metrics.install(app)
     api_routes: list[ApiRoutes] = [health.routes, jobs.routes, users.routes, events.routes, participants.routes,
                                    metrics.routes, docs.routes, recurring.routes, system.routes,
-                                   index.routes]
+                                   index.routes, reports.routes]
     for group in api_routes:
         app.add_routes(group.table)
     operations = [operation for group in api_routes for operation in group.operations]
@@ -67,5 +68,6 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
 
     app.router.add_get("/api/openapi.json", openapi_json)
     dashboard.setup(app)
+    app.add_routes(reports.pages)
     return app
 

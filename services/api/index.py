@@ -57,6 +57,7 @@ LINKS: dict[str, tuple[str, list[str], str]] = {
     "parking_lot": ("/api/queues/dead", ["GET"], "parked messages with their reasons"),
     "servers": ("/api/servers", ["GET"], "server processes and their heartbeats"),
     "stats": ("/api/stats", ["GET"], "jobs per state"),
+    "reports": ("/api/reports", ["GET"], "the daily reports: figures, failures, lateness by kind"),
     "openapi": ("/api/openapi.json", ["GET"], "this API as OpenAPI 3.1"),
     "docs": ("/api/docs", ["GET"], "Swagger UI"),
     "dashboard": ("/jobs", ["GET"], "the operators' dashboard"),
