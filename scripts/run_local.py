@@ -42,9 +42,19 @@ def port_problem(variable: str, host: str, port: int) -> str | None:
     return None
 
 
+def metrics_ports(env: dict[str, str]) -> dict[str, int]:
+    """METRICS_PORT=N serves the scheduler's /metrics on N and the workers' on N+1, N+2 (unset: none)."""
+    base = env.get("METRICS_PORT", "")
+    if not base.isdigit():
+        return {}
+    return {name: int(base) + index for index, name in enumerate(HEARTBEATS)}
+
+
 def check_ports(env: dict[str, str]) -> list[str]:
     wanted = [("API_PORT", env.get("API_HOST", "127.0.0.1"), env.get("API_PORT", "5000")),
               ("SMTP_PORT", "127.0.0.1", env["SMTP_PORT"])]
+    metrics_host = env.get("METRICS_HOST", "127.0.0.1")
+    wanted += [("METRICS_PORT", metrics_host, str(port)) for port in metrics_ports(env).values()]
     problems = []
     for variable, host, port in wanted:
         if not port.isdigit() or not 0 < int(port) < 65536:
@@ -112,7 +122,10 @@ def main() -> None:
     MAIL_DIR.mkdir(parents=True, exist_ok=True)
     services = {"smtp-sink": subprocess.Popen(
         [python, "-m", "scripts.smtp_sink", "--port", env["SMTP_PORT"], "--dir", str(MAIL_DIR)], env=env, cwd=ROOT)}
-    services.update({name: subprocess.Popen([python, *args], env=env, cwd=ROOT) for name, args in SERVICES})
+    ports = metrics_ports(env)
+    services.update({name: subprocess.Popen([python, *args], cwd=ROOT, env={
+        **{key: value for key, value in env.items() if key != "METRICS_PORT"},
+        **({"METRICS_PORT": str(ports[name])} if name in ports else {})}) for name, args in SERVICES})
     processes = list(services.values())
     host, port = env.get("API_HOST", "127.0.0.1"), env.get("API_PORT", "5000")
     management = urlsplit(env.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/"))
@@ -126,13 +139,16 @@ def main() -> None:
         print(f"make run: eventjobs did not start: {problem}; stopping", file=sys.stderr)
         stop_all(processes)
         sys.exit(1)
+    metrics_host = env.get("METRICS_HOST", "127.0.0.1")
+    metrics_note = "".join(f"\n                 http://{metrics_host}:{number}/metrics   ({name})"
+                           for name, number in ports.items())
     print(
         f"""
 eventjobs is running.
   API            http://{host}:{port}/api/          (health: /healthz, ready: /readyz)
   API docs       http://{host}:{port}/api/docs
   Dashboard      http://{host}:{port}/jobs
-  Metrics        http://{host}:{port}/metrics
+  Metrics        http://{host}:{port}/metrics{metrics_note}
   RabbitMQ UI    {rabbitmq_ui}            (guest / guest)
   Sent mail      {MAIL_DIR}/   (SMTP sink on 127.0.0.1:{env['SMTP_PORT']})
 

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     smtp_pool_size: int = Field(10, ge=1, le=1000)
     # How often the api removes parked copies of jobs that have since succeeded or been deleted.
     parked_sweep_seconds: float = Field(30.0, gt=0)
+    # The scheduler and the workers serve /metrics and /healthz here (unset: not served); the api uses its own.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("admin_emails", "retry_delays", mode="before")
     @classmethod

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from shared import job_metrics
 from shared.client import JobClient
 from shared.db import jobs as job_queries
 from shared.db.migrate import migrate
 from shared.db.pool import open_pool
+from shared.job_metrics import serve_metrics
 from shared.lifecycle import heartbeat, new_server_id
 from shared.logs import JobLogBuffer
 from shared.messaging.broker import Broker
@@ -122,6 +124,8 @@ async def run_worker(
             fence_after_seconds=settings.lease_fence_seconds(),
         )
         await consumer.start()
+        job_metrics.IN_FLIGHT.sources[service] = lambda: consumer.inflight
+        await stack.enter_async_context(serve_metrics(settings.metrics_port, settings.metrics_host))
         log.info("worker ready", extra={"service": service, "server_id": server_id,
                                         "concurrency": concurrency, "prefetch": prefetch})
         await stop.wait()
