@@ -346,3 +346,19 @@ async def test_the_job_page_counts_attempts_across_requeues_and_shows_logs_in_ti
     async with browser.get(f"{base_url}/jobs/job/{job.id}/state.json") as state:
         body = await state.json()
     assert (body["state"], body["logs"], body["live"]) == ("failed", 2, True)
+
+
+async def test_small_truths_failed_zero_not_red_no_concurrency_for_services_without_jobs_docs_favicon(
+    browser: aiohttp.ClientSession, base_url: str, runtime: Runtime
+) -> None:
+    await runtime.pool.execute(
+        """INSERT INTO servers (id, service, host, pid, queues, concurrency, started_at, last_heartbeat)
+           VALUES ('scheduler:here:2:abc', 'scheduler', 'here', 2, '{}', 0, now(), now())""")
+    overview = await page(browser, f"{base_url}/jobs")
+    assert 'class="card-value zero" data-count="failed">0<' in overview
+    listing = await page(browser, f"{base_url}/jobs/list")
+    assert '<span class="count zero">0</span>' in listing
+    servers = await page(browser, f"{base_url}/jobs/servers")
+    assert 'title="runs no jobs">—</span>' in servers
+    docs = await page(browser, f"{base_url}/api/docs")
+    assert 'rel="icon" href="/jobs/static/favicon.svg"' in docs
