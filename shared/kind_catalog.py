@@ -43,10 +43,17 @@ _EXAMPLE_VALUES: dict[str, Any] = {
 }
 
 
+# Optional fields an example needs to run, not only to be accepted: the `plain` template renders `body`.
+_EXAMPLE_EXTRAS: dict[str, dict[str, Any]] = {
+    "email.send": {"context": {"body": "Doors open at 18:00."}},
+}
+
+
 def example_args(kind: JobKind) -> dict[str, Any]:
-    """Values for the required fields only: optional ones have defaults and would only add noise."""
+    """Values for the required fields (optional ones have defaults), plus what the kind needs to succeed."""
     required = kind.args_model.model_json_schema().get("required", [])
-    return {name: _EXAMPLE_VALUES.get(name, "example") for name in required}
+    return {**{name: _EXAMPLE_VALUES.get(name, "example") for name in required},
+            **_EXAMPLE_EXTRAS.get(kind.name, {})}
 
 
 def _arguments_cell(schema: dict[str, Any]) -> str:
