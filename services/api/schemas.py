@@ -32,7 +32,11 @@ class JobOut(BaseModel):
     id: uuid.UUID
     kind: str
     args: dict[str, Any]
-    queue: QueueClass
+    queue: QueueClass = Field(description="the queue class (critical, default, low), kept for existing clients; "
+                                          "the same as queue_class")
+    # Not a RabbitMQ queue (those are jobs.<service>, see rabbitmq_queue): the name says so.
+    queue_class: QueueClass | None = Field(None, description="critical, default or low: the message priority")
+    rabbitmq_queue: str | None = Field(None, description="the RabbitMQ queue its messages go to, jobs.<service>")
     priority: int
     state: JobState
     state_reason: str | None
@@ -54,7 +58,11 @@ class JobOut(BaseModel):
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> JobOut:
         """From a row or a redacted copy of one (services/api/redaction.py)."""
-        return cls.model_validate({name: row[name] for name in cls.model_fields})
+        derived = {"queue_class", "rabbitmq_queue"}
+        fields = {name: row[name] for name in cls.model_fields if name not in derived}
+        service = row["service"] if "service" in row.keys() else None
+        return cls.model_validate({**fields, "queue_class": row["queue"],
+                                   "rabbitmq_queue": f"jobs.{service}" if service else None})
 
 
 class JobStateOut(BaseModel):

@@ -115,7 +115,7 @@ async def purge_parked(runtime: Runtime, purge: ParkedPurgeIn) -> int:
 
 
 @routes.post("/api/queues/dead/purge", summary="Remove parked messages: all, selected by id, or older than",
-             body=ParkedPurgeIn, responses={200: ParkedPurgeOut}, errors=(400, 401, 403, 422, 503))
+             body=ParkedPurgeIn, responses={200: ParkedPurgeOut}, errors=(400, 401, 403, 413, 422, 503))
 async def post_purge_parked(request: web.Request) -> web.Response:
     purge = await parse_body(request, ParkedPurgeIn)
     removed = await purge_parked(request.app[RUNTIME], purge)

@@ -59,6 +59,9 @@ async def test_kinds_endpoint_describes_every_kind_and_its_examples_are_accepted
     for name, item in kinds.items():
         response = await api.post("/api/jobs", json={"kind": name, "args": item["example_args"], "delay_seconds": 3600})
         assert response.status == 202, (name, await response.text())
+        job = await response.json()
+        # The queue class and the RabbitMQ queue under names that cannot be confused.
+        assert (job["queue_class"], job["rabbitmq_queue"]) == (item["queue_class"], item["rabbitmq_queue"])
 
 
 async def test_every_request_body_in_the_openapi_document_has_an_example_the_api_accepts(
