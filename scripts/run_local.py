@@ -147,7 +147,7 @@ def main() -> None:
 eventjobs is running.
   API            http://{host}:{port}/api/          (health: /healthz, ready: /readyz)
   API docs       http://{host}:{port}/api/docs
-  Dashboard      http://{host}:{port}/jobs
+  Dashboard      http://{host}:{port}/jobs      (daily reports: /jobs/reports, mailed to {env['ADMIN_EMAILS']})
   Metrics        http://{host}:{port}/metrics{metrics_note}
   RabbitMQ UI    {rabbitmq_ui}            (guest / guest)
   Sent mail      {MAIL_DIR}/   (SMTP sink on 127.0.0.1:{env['SMTP_PORT']})
