@@ -7,6 +7,7 @@ Each action changes Postgres first (guarded by the state machine), then publishe
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,6 +29,7 @@ from shared.registry import InvalidJobArguments, UnknownJobKind
 from shared.worker import Runtime
 
 log = logging.getLogger(__name__)
+PARKED_SWEEP_TIMEOUT_SECONDS = 10.0
 
 BULK_CHUNK = 500
 BULK_LIMIT = 10_000
@@ -81,7 +83,9 @@ async def forget_parked(runtime: Runtime, job_ids: Sequence[uuid.UUID]) -> None:
     if not job_ids:
         return
     try:
-        await parking_lot.forget_jobs(runtime.broker, job_ids)
+        # Bounded: a reconnecting broker must not hold the operator's requeue (the copies can wait).
+        async with asyncio.timeout(PARKED_SWEEP_TIMEOUT_SECONDS):
+            await parking_lot.forget_jobs(runtime.broker, job_ids)
     except Exception:  # the change itself is committed; a stale copy is not worth failing it
         log.warning("could not remove parked copies", extra={"jobs": len(job_ids)}, exc_info=True)
 

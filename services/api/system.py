@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
@@ -30,6 +31,7 @@ from shared.lifecycle import dead_after
 from shared.worker import Runtime
 
 routes = ApiRoutes("system")
+PURGE_TIMEOUT_SECONDS = 30.0
 
 
 async def stats(runtime: Runtime) -> StatsOut:
@@ -106,9 +108,10 @@ async def purge_parked(runtime: Runtime, purge: ParkedPurgeIn) -> int:
     older_than = (None if purge.older_than_seconds is None
                   else datetime.now(UTC) - timedelta(seconds=purge.older_than_seconds))
     try:
-        return await parking_lot.purge(runtime.broker, every=bool(purge.all), ids=purge.ids or (),
-                                       older_than=older_than)
-    except (RuntimeError, ConnectionError, aio_pika.exceptions.AMQPError) as exc:
+        async with asyncio.timeout(PURGE_TIMEOUT_SECONDS):  # a reconnecting broker answers 503, not a hang
+            return await parking_lot.purge(runtime.broker, every=bool(purge.all), ids=purge.ids or (),
+                                           older_than=older_than)
+    except (RuntimeError, ConnectionError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
         raise ApiError(503, "service_unavailable", "RabbitMQ is unavailable; try again shortly",
                        [{"dependency": "rabbitmq", "message": str(exc) or type(exc).__name__}],
                        headers={"Retry-After": "2"}) from None
