@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # An `enqueued` job whose message has not been consumed for this long (a purged or lost queue) is
     # published again; a second copy of a live message is dropped by the claim.
     republish_enqueued_seconds: float = Field(300.0, gt=0)
+    # Workers and the scheduler exit non-zero (3) after Postgres or RabbitMQ was unreachable this long, so that
+    # their orchestrator restarts them; the api stays up and answers /readyz with 503 meanwhile.
+    dependency_timeout_seconds: float = Field(120.0, gt=0)
 
     scheduler_timezone: str = "UTC"
     scheduler_poll_seconds: float = Field(1.0, gt=0)
