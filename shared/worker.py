@@ -32,7 +32,8 @@ def default_retry(settings: Settings) -> RetryPolicy:
 
 
 def topology_for(registry: Registry, settings: Settings) -> Topology:
-    return build_topology(registry.services(), {*settings.retry_delays, *registry.retry_delays()})
+    return build_topology(registry.services(), {*settings.retry_delays, *registry.retry_delays()},
+                          settings.queue_type)
 
 
 @dataclass

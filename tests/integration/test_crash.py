@@ -25,7 +25,7 @@ from tests.support.waiting import eventually
 ROOT = Path(__file__).resolve().parents[2]
 PREFETCH = 20
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytest.mark.timeout(400), pytest.mark.both_queue_types]
 
 
 @asynccontextmanager
