@@ -64,9 +64,12 @@ class Outcome(enum.Enum):
     REQUEUE = "requeue"  # give the message back; another delivery will do the work
 
 
-# Errors meaning Postgres or RabbitMQ is away for now: the message goes back and nothing is counted against it.
+# Errors meaning Postgres or RabbitMQ is away or overloaded for now: the message goes back and nothing is
+# counted against it. Postgres classes 08 (connection), 40 (deadlock, serialization), 53 (too many
+# connections, out of resources) and 57 (shutting down, starting up).
 TRANSIENT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError, BrokerUnavailable)
+                    asyncpg.exceptions.TransactionRollbackError, asyncpg.exceptions.InsufficientResourcesError,
+                    asyncpg.exceptions.OperatorInterventionError, BrokerUnavailable)
 # A message whose handling fails this often for another reason (a bug, a row the code cannot read) is parked
 # rather than requeued forever.
 MAX_UNEXPECTED_FAILURES = 3
