@@ -165,7 +165,8 @@ async def parking_lot(settings: Settings, options: argparse.Namespace) -> None:
         return
     older = (datetime.now(UTC) - timedelta(seconds=options.older_than)) if options.older_than is not None else None
     async with runtime(settings) as opened:
-        removed = await lot.purge(opened.broker, every=options.all, ids=options.id or (), older_than=older)
+        removed = await lot.purge(opened.broker, every=options.all, ids=options.id or (), older_than=older,
+                                  quorum=settings.queue_type == "quorum")
     print(json.dumps({"removed": removed}))
 
 

@@ -2,7 +2,9 @@
 
 RabbitMQ cannot delete one message from the middle of a queue, so a sweep takes every parked message
 with basic.get (unacked, so nothing else sees them meanwhile), acks the ones to remove, and returns the
-rest with a reject-requeue: they go back in their places. A copy is identified by the `x-parked-id`
+rest: on a classic queue with a reject-requeue (they go back in their places); on a quorum queue a
+returned message counts as a delivery and the queue drops it past its delivery limit, so the rest are
+published again, in order, with publisher confirms, and only then acked. A copy is identified by the `x-parked-id`
 header the broker writes when it parks it (older copies by a hash of body and reason).
 """
 
@@ -24,7 +26,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared.messaging.broker import PARKED_AT_HEADER as PARKED_AT
 from shared.messaging.broker import PARKED_ID_HEADER as PARKED_ID
 from shared.messaging.broker import Broker
-from shared.messaging.topology import DEAD_QUEUE
+from shared.messaging.topology import DEAD_EXCHANGE, DEAD_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +73,14 @@ def copy_of(message: AbstractIncomingMessage) -> ParkedCopy:
                       reason if isinstance(reason, str) else None)
 
 
-async def sweep(broker: Broker, remove: Callable[[list[ParkedCopy]], Collection[str]]) -> int:
-    """Remove the parked copies whose ids `remove` returns (it sees every copy at once); the count removed."""
-    channel = await broker.connection.channel()
+async def sweep(broker: Broker, remove: Callable[[list[ParkedCopy]], Collection[str]], *,
+                quorum: bool = False) -> int:
+    """Remove the parked copies whose ids `remove` returns (it sees every copy at once); the count removed.
+    `quorum`: the parking lot is a quorum queue (QUEUE_TYPE=quorum), so kept copies are republished."""
+    channel = await broker.connection.channel(publisher_confirms=True)
     try:
         queue = await channel.get_queue(DEAD_QUEUE, ensure=False)
+        exchange = await channel.get_exchange(DEAD_EXCHANGE, ensure=False)
         held: list[tuple[AbstractIncomingMessage, ParkedCopy]] = []
         while len(held) < SWEEP_LIMIT:
             message = await queue.get(no_ack=False, fail=False)
@@ -88,6 +93,12 @@ async def sweep(broker: Broker, remove: Callable[[list[ParkedCopy]], Collection[
             if copy.id in doomed:
                 await message.ack()
                 removed += 1
+            elif quorum:
+                # The same body and headers (its x-parked-id and x-parked-at too); confirmed before the ack,
+                # so a crash in between leaves two copies, never none.
+                await exchange.publish(aio_pika.Message(message.body, headers=dict(message.headers or {}),
+                                                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT), "")
+                await message.ack()
             else:
                 await message.reject(requeue=True)
         if removed:
@@ -98,15 +109,15 @@ async def sweep(broker: Broker, remove: Callable[[list[ParkedCopy]], Collection[
         await channel.close()
 
 
-async def forget_jobs(broker: Broker, job_ids: Iterable[uuid.UUID]) -> int:
+async def forget_jobs(broker: Broker, job_ids: Iterable[uuid.UUID], *, quorum: bool = False) -> int:
     """Remove the parked copies of these jobs (requeued or deleted: their copies are stale)."""
     wanted = set(job_ids)
-    if not wanted:
+    if not wanted or not await parked_count(broker):
         return 0
-    return await sweep(broker, lambda copies: [copy.id for copy in copies if copy.job_id in wanted])
+    return await sweep(broker, lambda copies: [copy.id for copy in copies if copy.job_id in wanted], quorum=quorum)
 
 
-async def forget_settled(broker: Broker, pool: asyncpg.Pool) -> int:
+async def forget_settled(broker: Broker, pool: asyncpg.Pool, *, quorum: bool = False) -> int:
     """Remove the parked copies whose jobs have since succeeded or been deleted."""
     if not await parked_count(broker):
         return 0
@@ -117,14 +128,14 @@ async def forget_settled(broker: Broker, pool: asyncpg.Pool) -> int:
         return []
 
     # Two passes: the states are read between them (a sweep's decision cannot await).
-    await sweep(broker, collect)
+    await sweep(broker, collect, quorum=quorum)
     ids = list({copy.job_id for copy in held if copy.job_id is not None})
     if not ids:
         return 0
     rows = await pool.fetch("SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND state = ANY($2::text[])",
                             ids, list(SETTLED_STATES))
     settled = {row["id"] for row in rows}
-    return await forget_jobs(broker, settled)
+    return await forget_jobs(broker, settled, quorum=quorum)
 
 
 async def parked_count(broker: Broker) -> int:
@@ -137,7 +148,7 @@ async def parked_count(broker: Broker) -> int:
 
 
 async def purge(broker: Broker, *, every: bool = False, ids: Collection[str] = (),
-                older_than: datetime | None = None) -> int:
+                older_than: datetime | None = None, quorum: bool = False) -> int:
     """An operator's purge: everything, the selected copies, or those parked before `older_than`
     (copies parked before they were stamped with a time count as old)."""
     if every:
@@ -154,7 +165,7 @@ async def purge(broker: Broker, *, every: bool = False, ids: Collection[str] = (
                 if copy.id in chosen or (older_than is not None and (copy.parked_at is None
                                                                       or copy.parked_at < older_than))]
 
-    return await sweep(broker, pick)
+    return await sweep(broker, pick, quorum=quorum)
 
 
 async def _purge_all(queue: aio_pika.abc.AbstractQueue) -> int:

@@ -85,7 +85,7 @@ async def forget_parked(runtime: Runtime, job_ids: Sequence[uuid.UUID]) -> None:
     try:
         # Bounded: a reconnecting broker must not hold the operator's requeue (the copies can wait).
         async with asyncio.timeout(PARKED_SWEEP_TIMEOUT_SECONDS):
-            await parking_lot.forget_jobs(runtime.broker, job_ids)
+            await parking_lot.forget_jobs(runtime.broker, job_ids, quorum=runtime.settings.queue_type == "quorum")
     except Exception:  # the change itself is committed; a stale copy is not worth failing it
         log.warning("could not remove parked copies", extra={"jobs": len(job_ids)}, exc_info=True)
 

@@ -25,7 +25,8 @@ async def sweep_forever(app: web.Application) -> None:
         await asyncio.sleep(runtime.settings.parked_sweep_seconds)
         try:
             async with asyncio.timeout(max(runtime.settings.parked_sweep_seconds, 10.0)):
-                await parking_lot.forget_settled(runtime.broker, runtime.pool)
+                await parking_lot.forget_settled(runtime.broker, runtime.pool,
+                                                 quorum=runtime.settings.queue_type == "quorum")
         except Exception:  # RabbitMQ or Postgres away: the next round tries again
             log.warning("parking-lot sweep failed", exc_info=True)
 

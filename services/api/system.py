@@ -110,7 +110,7 @@ async def purge_parked(runtime: Runtime, purge: ParkedPurgeIn) -> int:
     try:
         async with asyncio.timeout(PURGE_TIMEOUT_SECONDS):  # a reconnecting broker answers 503, not a hang
             return await parking_lot.purge(runtime.broker, every=bool(purge.all), ids=purge.ids or (),
-                                           older_than=older_than)
+                                           older_than=older_than, quorum=runtime.settings.queue_type == "quorum")
     except (RuntimeError, ConnectionError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
         raise ApiError(503, "service_unavailable", "RabbitMQ is unavailable; try again shortly",
                        [{"dependency": "rabbitmq", "message": str(exc) or type(exc).__name__}],
