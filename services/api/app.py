@@ -12,6 +12,7 @@ from services.api import (
     events,
     health,
     jobs,
+    jobs_batch,
     metrics,
     participants,
     ratelimit,
@@ -46,7 +47,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app.cleanup_ctx.append(runtime_ctx)
     metrics.install(app)
     api_routes: list[ApiRoutes] = [health.routes, jobs.routes, users.routes, events.routes, participants.routes,
-                                   metrics.routes, docs.routes, recurring.routes, system.routes]
+                                   metrics.routes, docs.routes, recurring.routes, system.routes,
+                                   jobs_batch.routes]
     for group in api_routes:
         app.add_routes(group.table)
     operations = [operation for group in api_routes for operation in group.operations]

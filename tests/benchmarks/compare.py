@@ -79,11 +79,8 @@ async def measure(name: str, config: Config, template: str, management: Manageme
     ) as system:
         if isinstance(system, Ours):
             figures["enqueue_confirmed"] = n / await system.enqueue(0, n, confirms=True)
-            if hasattr(system.runtime.client, "enqueue_many"):
-                figures["enqueue_many"] = n / await system.enqueue_many(n, n, config.batch)
-                total = 2 * n
-            else:
-                total = n
+            figures["enqueue_many"] = n / await system.enqueue_many(n, n, config.batch)
+            total = 2 * n
         else:
             half = n // 2
             figures["enqueue_confirmed"] = half / await system.enqueue(0, half, confirms=True)
