@@ -89,6 +89,11 @@ class JobClient:
         self._after_commit: dict[int, list[asyncpg.Record]] = {}
         # Concurrent enqueues share one `published_at` write (one commit) instead of one each.
         self._mark_published: Batcher[uuid.UUID, None] = Batcher(self._flush_published)
+        # Enqueues on their own connection that arrive together share one INSERT and one commit (group
+        # commit done by the client, as the worker's claims are). Each caller still gets its own row or
+        # its own error, and a job is published only after the commit that wrote it.
+        self._grouped_inserts: Batcher[job_queries.NewJob, asyncpg.Record | Exception | None] = Batcher(
+            self._flush_inserts)
 
     async def enqueue(
         self,
@@ -116,7 +121,12 @@ class JobClient:
             idempotency_key=idempotency_key, parent_id=parent_id, recurring_id=recurring_id,
             fire_time=fire_time,
         )
-        if connection is None:
+        if connection is None and recurring_id is None:
+            outcome = await self._grouped_inserts.submit(new_job)
+            if isinstance(outcome, Exception):
+                raise outcome
+            row = outcome
+        elif connection is None:
             async with acquire(self.pool) as own:
                 row = await self._insert(own, new_job)
         else:
@@ -229,6 +239,41 @@ class JobClient:
             fire_time=fire_time,
             parent_id=parent_id,
         )
+
+    async def _flush_inserts(self, jobs: list[job_queries.NewJob]) -> list[asyncpg.Record | Exception | None]:
+        """Write the jobs of concurrent `enqueue` calls in one transaction; each one's row, None, or its error.
+
+        An IdempotencyConflict is one caller's answer, not the group's. Should Postgres refuse the grouped
+        statement itself (a value of one caller it cannot store), each job is written on its own, so one
+        caller's bad value never fails the others'. A lost connection fails the group: nothing was committed,
+        and every caller sees the error, as each would have alone.
+        """
+        try:
+            async with acquire(self.pool) as connection, connection.transaction():
+                written = await bulk_jobs.insert_jobs(connection, jobs)
+                keys = [job.idempotency_key for job in jobs if job.id not in written and job.idempotency_key]
+                existing = await bulk_jobs.find_by_idempotency_keys(connection, keys) if keys else {}
+        except asyncpg.PostgresError:
+            if len(jobs) == 1:
+                raise
+            return list(await asyncio.gather(*(self._insert_alone(job) for job in jobs)))
+        results: list[asyncpg.Record | Exception | None] = []
+        for job in jobs:
+            row = written.get(job.id)
+            if row is None and job.idempotency_key is not None:
+                row = existing.get(job.idempotency_key)
+                if row is not None and (row["kind"] != job.kind or row["args"] != job.args):
+                    results.append(IdempotencyConflict(job.idempotency_key, row["id"]))
+                    continue
+            results.append(row)
+        return results
+
+    async def _insert_alone(self, job: job_queries.NewJob) -> asyncpg.Record | Exception | None:
+        try:
+            async with acquire(self.pool) as connection:
+                return await self._insert(connection, job)
+        except (asyncpg.PostgresError, IdempotencyConflict) as error:
+            return error
 
     async def _insert(self, connection: asyncpg.Connection, job: job_queries.NewJob) -> asyncpg.Record | None:
         row = await job_queries.insert_job(connection, job)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from shared import client as client_module
-from shared.client import BatchRefused, IdempotencyConflict, JobSpec
+from shared.client import BatchRefused, EnqueuedJob, IdempotencyConflict, JobSpec
 from shared.registry import InvalidJobArguments, UnknownJobKind
 from shared.worker import Runtime
 from tests.conftest import StartWorker
@@ -170,3 +172,24 @@ async def test_batch_is_in_the_openapi_document(api: TestClient[Any, Any]) -> No
         "$ref": "#/components/schemas/JobBatchRequest"}
     assert {"200", "202", "409", "422"} <= set(operation["responses"])
     assert document["components"]["schemas"]["JobBatchRequest"]["properties"]["jobs"]["maxItems"] == 1000
+
+
+async def test_concurrent_enqueues_share_a_commit_yet_each_gets_its_own_answer(
+    runtime: Runtime, env: TestEnvironment, db: asyncpg.Connection
+) -> None:
+    await runtime.client.enqueue("test.noop", {"n": 0}, idempotency_key="taken")
+    calls = [runtime.client.enqueue("test.noop", {"n": n}) for n in range(1, 30)]
+    calls += [
+        runtime.client.enqueue("test.noop", {"n": 99}, idempotency_key="taken"),  # other content
+        runtime.client.enqueue("test.noop", {"n": 0}, idempotency_key="taken"),  # the same: the existing job
+        # A key too large for its index: Postgres refuses the grouped statement, and only this caller fails.
+        runtime.client.enqueue("test.noop", {"n": 5}, idempotency_key=secrets.token_hex(20_000)),
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert all(isinstance(result, EnqueuedJob) and result.created for result in results[:29]), results[:29]
+    assert isinstance(results[29], IdempotencyConflict)
+    assert isinstance(results[30], EnqueuedJob) and not results[30].created
+    assert isinstance(results[31], asyncpg.PostgresError)
+    assert await counts(db) == (30, 30)
+    assert await queue_depth(env, TEST_SERVICE) == 30
