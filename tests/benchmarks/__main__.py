@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+
+import uvloop
 
 from tests.benchmarks.compare import Config, run_bench
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(run_bench(Config.from_env()))
+    # The bench process stands for the api process enqueuing, so it runs on the services' loop (EVENT_LOOP).
+    loop_factory = uvloop.new_event_loop if os.environ.get("EVENT_LOOP", "uvloop") == "uvloop" else None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(run_bench(Config.from_env()))
