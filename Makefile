@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); } \
 	  || { echo "python3 -m venv failed: install python3-venv (Python >= 3.11)"; exit 1; }
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev,deploy]'
+	$(VENV)/bin/pip install -q -e '.[dev,deploy,bench]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,15 +15,21 @@ import aio_pika
 import asyncpg
 
 from shared.batching import Batcher
+from shared.db import bulk_jobs
 from shared.db import jobs as job_queries
 from shared.db.pool import acquire
 from shared.jobs import JobState, QueueClass
 from shared.messaging.broker import Broker, BrokerUnavailable
 from shared.messaging.envelope import Envelope
-from shared.registry import JobKind, Registry
+from shared.registry import InvalidJobArguments, JobKind, Registry, UnknownJobKind
 from shared.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
+
+# Publishes in flight at once, each awaiting its own confirm: one round trip per window instead of per
+# message. A window that meets a broker outage ends the publishing; what it did not confirm stays for the
+# outbox relay, as a single unconfirmed publish does.
+PUBLISH_WINDOW = 256
 
 
 class IdempotencyConflict(ValueError):
@@ -32,6 +39,32 @@ class IdempotencyConflict(ValueError):
         super().__init__(f"idempotency key {key!r} is already used by job {existing_id} with other arguments")
         self.key = key
         self.existing_id = existing_id
+
+
+class BatchRefused(ValueError):
+    """Some items of an `enqueue_many` batch cannot be enqueued; nothing of the batch was written.
+
+    `errors` pairs each refused item's index with its reason: UnknownJobKind, InvalidJobArguments,
+    IdempotencyConflict or ValueError, as `enqueue` would raise for it alone.
+    """
+
+    def __init__(self, errors: list[tuple[int, Exception]]) -> None:
+        super().__init__("; ".join(f"item {index}: {error}" for index, error in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job of an `enqueue_many` batch; the fields mean what `enqueue`'s arguments do."""
+
+    kind: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    queue: str | QueueClass | None = None
+    run_at: datetime | None = None
+    delay: float | timedelta | None = None
+    max_attempts: int | None = None
+    idempotency_key: str | None = None
+    parent_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +89,11 @@ class JobClient:
         self._after_commit: dict[int, list[asyncpg.Record]] = {}
         # Concurrent enqueues share one `published_at` write (one commit) instead of one each.
         self._mark_published: Batcher[uuid.UUID, None] = Batcher(self._flush_published)
+        # Enqueues on their own connection that arrive together share one INSERT and one commit (group
+        # commit done by the client, as the worker's claims are). Each caller still gets its own row or
+        # its own error, and a job is published only after the commit that wrote it.
+        self._grouped_inserts: Batcher[job_queries.NewJob, asyncpg.Record | Exception | None] = Batcher(
+            self._flush_inserts)
 
     async def enqueue(
         self,
@@ -83,7 +121,12 @@ class JobClient:
             idempotency_key=idempotency_key, parent_id=parent_id, recurring_id=recurring_id,
             fire_time=fire_time,
         )
-        if connection is None:
+        if connection is None and recurring_id is None:
+            outcome = await self._grouped_inserts.submit(new_job)
+            if isinstance(outcome, Exception):
+                raise outcome
+            row = outcome
+        elif connection is None:
             async with acquire(self.pool) as own:
                 row = await self._insert(own, new_job)
         else:
@@ -99,6 +142,72 @@ class JobClient:
                 await self.publish([row], connection=connection)
             # else: a plain transaction of the caller's; the outbox relay publishes the row once it commits.
         return job
+
+    async def enqueue_many(
+        self, jobs: Iterable[JobSpec | tuple[str, Mapping[str, Any]]], *, connection: asyncpg.Connection | None = None,
+    ) -> list[EnqueuedJob]:
+        """Write many jobs with one INSERT in one transaction, then publish them with confirms in windows.
+
+        All or nothing: an invalid item, or an idempotency key used with other content, raises BatchRefused
+        naming every such item and writes nothing. An item whose idempotency key exists with the same
+        content answers the existing job (`created` False), as `enqueue` does; so does a repeat of a key
+        within the batch. Results are in the order of `jobs`. With `connection` the rows are written in
+        the caller's transaction and published as `enqueue` would publish them.
+        """
+        specs = [item if isinstance(item, JobSpec) else JobSpec(item[0], item[1]) for item in jobs]
+        new_jobs: list[job_queries.NewJob] = []
+        errors: list[tuple[int, Exception]] = []
+        for index, spec in enumerate(specs):
+            try:
+                job_kind, clean_args = self.registry.validate(spec.kind, spec.args)
+                new_jobs.append(self._new_job(
+                    job_kind, clean_args, queue=spec.queue, run_at=spec.run_at, delay=spec.delay,
+                    max_attempts=spec.max_attempts, idempotency_key=spec.idempotency_key,
+                    parent_id=spec.parent_id, recurring_id=None, fire_time=None,
+                ))
+            except (UnknownJobKind, InvalidJobArguments, ValueError) as error:
+                errors.append((index, error))
+        if errors:
+            raise BatchRefused(errors)
+        if connection is None:
+            async with acquire(self.pool) as own:
+                rows = await self._insert_many(own, new_jobs)
+        else:
+            rows = await self._insert_many(connection, new_jobs)
+        results = [EnqueuedJob(row["id"], row["kind"], JobState(row["state"]), row["id"] == job.id)
+                   for job, row in zip(new_jobs, rows, strict=True)]
+        fresh = [row for job, row in zip(new_jobs, rows, strict=True)
+                 if row["id"] == job.id and row["state"] == JobState.ENQUEUED.value]
+        if fresh:
+            if connection is not None and id(connection) in self._after_commit:
+                self._after_commit[id(connection)].extend(fresh)
+            elif connection is None or not connection.is_in_transaction():
+                await self.publish(fresh, connection=connection)
+            # else: a plain transaction of the caller's; the outbox relay publishes the rows once it commits.
+        return results
+
+    async def _insert_many(
+        self, connection: asyncpg.Connection, jobs: list[job_queries.NewJob]
+    ) -> list[asyncpg.Record]:
+        """The row of each job, written or found by its idempotency key; one transaction (a savepoint in the
+        caller's), rolled back whole on a conflict."""
+        async with connection.transaction():
+            written = await bulk_jobs.insert_jobs(connection, jobs)
+            missing = [job.idempotency_key for job in jobs if job.id not in written and job.idempotency_key]
+            existing = await bulk_jobs.find_by_idempotency_keys(connection, missing) if missing else {}
+            rows: list[asyncpg.Record] = []
+            conflicts: list[tuple[int, Exception]] = []
+            for index, job in enumerate(jobs):
+                row = written.get(job.id)
+                if row is None:
+                    assert job.idempotency_key is not None  # only a key can make an insert of a new id skip
+                    row = existing[job.idempotency_key]
+                    if row["kind"] != job.kind or row["args"] != job.args:
+                        conflicts.append((index, IdempotencyConflict(job.idempotency_key, row["id"])))
+                rows.append(row)
+            if conflicts:
+                raise BatchRefused(conflicts)
+        return rows
 
     def _new_job(
         self, kind: JobKind, args: dict[str, Any], *, queue: str | QueueClass | None, run_at: datetime | None,
@@ -130,6 +239,41 @@ class JobClient:
             fire_time=fire_time,
             parent_id=parent_id,
         )
+
+    async def _flush_inserts(self, jobs: list[job_queries.NewJob]) -> list[asyncpg.Record | Exception | None]:
+        """Write the jobs of concurrent `enqueue` calls in one transaction; each one's row, None, or its error.
+
+        An IdempotencyConflict is one caller's answer, not the group's. Should Postgres refuse the grouped
+        statement itself (a value of one caller it cannot store), each job is written on its own, so one
+        caller's bad value never fails the others'. A lost connection fails the group: nothing was committed,
+        and every caller sees the error, as each would have alone.
+        """
+        try:
+            async with acquire(self.pool) as connection, connection.transaction():
+                written = await bulk_jobs.insert_jobs(connection, jobs)
+                keys = [job.idempotency_key for job in jobs if job.id not in written and job.idempotency_key]
+                existing = await bulk_jobs.find_by_idempotency_keys(connection, keys) if keys else {}
+        except asyncpg.PostgresError:
+            if len(jobs) == 1:
+                raise
+            return list(await asyncio.gather(*(self._insert_alone(job) for job in jobs)))
+        results: list[asyncpg.Record | Exception | None] = []
+        for job in jobs:
+            row = written.get(job.id)
+            if row is None and job.idempotency_key is not None:
+                row = existing.get(job.idempotency_key)
+                if row is not None and (row["kind"] != job.kind or row["args"] != job.args):
+                    results.append(IdempotencyConflict(job.idempotency_key, row["id"]))
+                    continue
+            results.append(row)
+        return results
+
+    async def _insert_alone(self, job: job_queries.NewJob) -> asyncpg.Record | Exception | None:
+        try:
+            async with acquire(self.pool) as connection:
+                return await self._insert(connection, job)
+        except (asyncpg.PostgresError, IdempotencyConflict) as error:
+            return error
 
     async def _insert(self, connection: asyncpg.Connection, job: job_queries.NewJob) -> asyncpg.Record | None:
         row = await job_queries.insert_job(connection, job)
@@ -163,30 +307,42 @@ class JobClient:
         await self.publish(self._after_commit.pop(key, []), connection=connection)
 
     async def publish(self, rows: list[asyncpg.Record], *, connection: asyncpg.Connection | None = None) -> int:
-        """Publish committed `enqueued` rows and mark them published; unconfirmed ones stay for the relay."""
-        published = []
-        for row in rows:
-            try:
-                await self.broker.publish_job(
-                    row["service"], Envelope(row["id"], row["kind"], row["attempt"]), row["priority"]
-                )
-            except BrokerUnavailable as exc:
-                log.warning("publish deferred to the outbox relay", extra={"job_id": str(row["id"]),
-                                                                          "error": str(exc)})
+        """Publish committed `enqueued` rows and mark them published; unconfirmed ones stay for the relay.
+
+        Up to PUBLISH_WINDOW publishes are in flight at once, each waiting for its own confirm; only a
+        confirmed one is marked.
+        """
+        published: list[uuid.UUID] = []
+        for start in range(0, len(rows), PUBLISH_WINDOW):
+            window = rows[start:start + PUBLISH_WINDOW]
+            outcomes = await asyncio.gather(*(self._publish_row(row) for row in window), return_exceptions=True)
+            unavailable = False
+            for row, outcome in zip(window, outcomes, strict=True):
+                if outcome is None:
+                    published.append(row["id"])
+                elif isinstance(outcome, BrokerUnavailable):
+                    unavailable = True
+                    log.warning("publish deferred to the outbox relay", extra={"job_id": str(row["id"]),
+                                                                              "error": str(outcome)})
+                elif isinstance(outcome, aio_pika.exceptions.DeliveryError):
+                    # The row is committed, so the caller's job exists: no queue takes its service's messages
+                    # yet (no worker of it ever started); the relay publishes it once one is declared.
+                    log.error("job unroutable; left to the outbox relay", extra={"job_id": str(row["id"]),
+                                                                                 "service": row["service"],
+                                                                                 "error": repr(outcome)})
+                else:
+                    raise outcome
+            if unavailable:  # the broker is away: the rest would only time out one by one
                 break
-            except aio_pika.exceptions.DeliveryError as exc:
-                # The row is committed, so the caller's job exists: no queue takes its service's messages
-                # yet (no worker of it ever started); the relay publishes it once one is declared.
-                log.error("job unroutable; left to the outbox relay", extra={"job_id": str(row["id"]),
-                                                                             "service": row["service"],
-                                                                             "error": repr(exc)})
-                continue
-            published.append(row["id"])
         if published and connection is not None:
             await job_queries.mark_published(connection, published)
         elif published:
             await self._mark_published.submit_all(published)
         return len(published)
+
+    async def _publish_row(self, row: asyncpg.Record) -> None:
+        await self.broker.publish_job(row["service"], Envelope(row["id"], row["kind"], row["attempt"]),
+                                      row["priority"])
 
     async def _flush_published(self, job_ids: list[uuid.UUID]) -> list[None]:
         await job_queries.mark_published(self.pool, job_ids)

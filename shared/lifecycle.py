@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
+import uvloop
 
 from shared.db import servers
 from shared.logs import configure_logging
@@ -111,8 +112,11 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
         await main(settings, stop)
         log.info("stopped")
 
+    # asyncio.Runner, not uvloop.run: the same code path for both loops, and the choice stays a setting.
+    loop_factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
     try:
-        asyncio.run(runner())
+        with asyncio.Runner(loop_factory=loop_factory) as loop_runner:
+            loop_runner.run(runner())
     except DependencyLost as exc:
         log.error("exiting: %s", exc)
         raise SystemExit(3) from None

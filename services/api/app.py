@@ -13,6 +13,7 @@ from services.api import (
     health,
     index,
     jobs,
+    jobs_batch,
     metrics,
     parked_sweeper,
     participants,
@@ -52,7 +53,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     metrics.install(app)
     api_routes: list[ApiRoutes] = [health.routes, jobs.routes, users.routes, events.routes, participants.routes,
                                    metrics.routes, docs.routes, recurring.routes, system.routes,
-                                   index.routes, reports.routes]
+                                   index.routes, reports.routes, jobs_batch.routes]
     for group in api_routes:
         app.add_routes(group.table)
     operations = [operation for group in api_routes for operation in group.operations]

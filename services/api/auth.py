@@ -41,7 +41,7 @@ LOGIN_PATH = "/jobs/login"
 LOGOUT_PATH = "/jobs/logout"
 STATIC_PREFIX = "/jobs/static/"
 # The client write path (enqueue) is not an operator action: DASHBOARD_READ_ONLY leaves it to operators.
-ENQUEUE_PATH = "/api/jobs"
+ENQUEUE_PATHS = ("/api/jobs", "/api/jobs/batch")
 
 SESSION_COOKIE = "eventjobs_session"
 CSRF_COOKIE = "eventjobs_csrf"
@@ -224,7 +224,7 @@ def refused_read_only(principal: Principal, settings: Settings, method: str, pat
         return False
     if principal.read_only:
         return True
-    return settings.dashboard_read_only and is_action(method, path) and path != ENQUEUE_PATH
+    return settings.dashboard_read_only and is_action(method, path) and path not in ENQUEUE_PATHS
 
 
 def session_cookie_for(request: web.Request, role: Role, token: str) -> str:
