@@ -98,6 +98,10 @@ class Lease:
     lost: str | None = None
     settled: bool = False  # its message was acked before the job ended (a long job)
 
+    def running(self) -> bool:
+        """The handler is still at work (not yet started counts: it is about to be)."""
+        return self.task is None or not self.task.done()
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -447,7 +451,7 @@ class Consumer:
                 for lease in held:
                     if lease.job_id in kept:
                         lease.renewed_at = max(lease.renewed_at, sent)
-                    elif self._leases.get(lease.job_id) is lease:  # not finished here meanwhile
+                    elif lease.running():  # not finished here meanwhile (its outcome may have just committed)
                         self._lose(lease, "the job was taken over, deleted or finished elsewhere")
         self._fence_overdue()
         await self._store_dropped()
@@ -455,7 +459,8 @@ class Consumer:
     def _fence_overdue(self) -> None:
         now = time.monotonic()
         for lease in list(self._leases.values()):
-            if lease.lost is None and now > lease.renewed_at + self.fence_after_seconds:
+            # A handler that already returned is not stopped: its outcome write is fenced on its own.
+            if lease.lost is None and lease.running() and now > lease.renewed_at + self.fence_after_seconds:
                 self._lose(lease, "the lease could not be renewed in time (self-fencing)")
 
     def _lose(self, lease: Lease, reason: str) -> None:
