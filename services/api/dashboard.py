@@ -21,7 +21,7 @@ from services.api.typedefs import RUNTIME
 from shared.db import job_search
 from shared.db import jobs as job_queries
 from shared.db import servers as server_queries
-from shared.jobs import DELETABLE, FINAL_STATES, REQUEUEABLE, JobState, QueueClass
+from shared.jobs import CANCELLABLE, DELETABLE, FINAL_STATES, REQUEUEABLE, JobState, QueueClass
 from shared.lifecycle import dead_after
 from shared.worker import Runtime
 
@@ -133,8 +133,10 @@ async def job_list(request: web.Request) -> web.Response:
         first_page=cursor is None,
         counts=counts, state=state.value if state else "",
         kinds=kinds, queues=[queue.value for queue in QueueClass],
-        bulk=state in (JobState.FAILED, JobState.SUCCEEDED, JobState.DELETED, JobState.SCHEDULED),
+        bulk=state in (JobState.FAILED, JobState.SUCCEEDED, JobState.DELETED, JobState.SCHEDULED)
+        or state in CANCELLABLE,
         requeueable={s.value for s in REQUEUEABLE}, deletable={s.value for s in DELETABLE},
+        cancellable={s.value for s in CANCELLABLE},
     )
 
 
@@ -159,6 +161,7 @@ async def job_page(request: web.Request) -> web.Response:
         children=[redact_job(child) for child in await job_search.children(pool, job_id)],
         children_counts={s.value: n for s, n in (await job_search.children_counts(pool, job_id)).items()},
         can_requeue=state in REQUEUEABLE, can_delete=state in DELETABLE, can_enqueue_now=state is JobState.SCHEDULED,
+        can_cancel=state in CANCELLABLE,
         live=state not in FINAL_STATES and state is not JobState.SCHEDULED,
         script=static_url(request, "job.js"),
     )

@@ -48,6 +48,13 @@ async def delete(request: web.Request) -> web.StreamResponse:
     return await _act(request, operations.delete_job, "deleted", reason="deleted")
 
 
+@routes.post("/jobs/job/{job_id}/cancel")
+async def cancel(request: web.Request) -> web.StreamResponse:
+    who = auth.actor(request)
+    return await _act(request, lambda runtime, job_id, reason: operations.cancel_job(runtime, job_id, who, reason),
+                      "cancelled", reason="cancelled")
+
+
 @routes.post("/jobs/job/{job_id}/enqueue")
 async def enqueue_now(request: web.Request) -> web.StreamResponse:
     return await _act(request, operations.enqueue_now, "enqueued", reason="enqueued now")
@@ -65,12 +72,14 @@ def selected_ids(values: list[str]) -> list[uuid.UUID]:
 
 @routes.post("/jobs/bulk")
 async def bulk(request: web.Request) -> web.StreamResponse:
-    """Requeue or delete the ticked jobs, or every job matching the list's filter (which must name a state)."""
+    """Requeue, delete or cancel the ticked jobs, or every job matching the list's filter (which must name a state)."""
     form = await request.post()
     runtime = request.app[RUNTIME]
     action, _, scope = str(form.get("do", "")).partition("-")
-    if action not in ("requeue", "delete") or scope not in ("selected", "matching"):
-        raise ApiError(422, "validation_error", "choose requeue or delete, on the selected or all matching jobs")
+    if action not in ("requeue", "delete", "cancel") or scope not in ("selected", "matching"):
+        raise ApiError(422, "validation_error",
+                       "choose requeue, delete or cancel, on the selected or all matching jobs")
+    who = auth.actor(request)
     parsed = parse_filter({name: str(value) for name, value in form.items()}, datetime.now(UTC))
     if parsed.errors:
         raise ApiError(422, "validation_error", "; ".join(f"{name}: {msg}" for name, msg in parsed.errors.items()))
@@ -78,13 +87,19 @@ async def bulk(request: web.Request) -> web.StreamResponse:
         ids = selected_ids([str(value) for value in form.getall("id", [])])
         if not ids:
             raise ApiError(422, "validation_error", "no job selected: tick the jobs first")
-        run = operations.requeue_jobs if action == "requeue" else operations.delete_jobs
-        result = await run(runtime, ids, f"{action}d {REASON}")
+        if action == "cancel":
+            result = await operations.cancel_jobs(runtime, ids, who, f"cancelled {REASON}")
+        else:
+            run = operations.requeue_jobs if action == "requeue" else operations.delete_jobs
+            result = await run(runtime, ids, f"{action}d {REASON}")
     else:
         if parsed.job_filter.state is None:
             raise ApiError(422, "validation_error", "a bulk action on all matching jobs needs a state filter")
-        run_matching = operations.requeue_matching if action == "requeue" else operations.delete_matching
-        result = await run_matching(runtime, parsed.job_filter, reason=f"{action}d {REASON}")
+        if action == "cancel":
+            result = await operations.cancel_matching(runtime, parsed.job_filter, who, reason=f"cancelled {REASON}")
+        else:
+            run_matching = operations.requeue_matching if action == "requeue" else operations.delete_matching
+            result = await run_matching(runtime, parsed.job_filter, reason=f"{action}d {REASON}")
     return see_other(f"/jobs/list?{parsed.query(done='bulk', n=str(len(result.changed)))}")
 
 

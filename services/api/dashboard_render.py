@@ -32,12 +32,13 @@ SECURITY_HEADERS = {
 }
 
 STATE_ORDER = [JobState.ENQUEUED, JobState.SCHEDULED, JobState.PROCESSING, JobState.RETRYING,
-               JobState.SUCCEEDED, JobState.FAILED, JobState.DELETED]
+               JobState.SUCCEEDED, JobState.FAILED, JobState.DELETED, JobState.CANCELLED]
 
 # Messages shown after an action redirects back; the query carries a code, never the text itself.
 NOTICES = {
     "requeued": "Job requeued.",
     "deleted": "Job deleted.",
+    "cancelled": "Job cancelled; a running handler stops within a heartbeat.",
     "enqueued": "Scheduled job enqueued now.",
     "triggered": "Recurring job triggered.",
     "paused": "Recurring job paused.",

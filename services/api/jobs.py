@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from services.api import operations
-from services.api.auth import sees_secrets
+from services.api.auth import actor, sees_secrets
 from services.api.errors import ApiError, idempotency_key_header, parse_body, parse_query, path_uuid
 from services.api.metrics import count_enqueued
 from services.api.openapi import IDEMPOTENCY_KEY, ApiRoutes
@@ -132,6 +132,15 @@ async def delete_job(request: web.Request) -> web.Response:
     return await _act(request, operations.delete_job)
 
 
+@routes.post("/api/jobs/{job_id}/cancel",
+             summary="Cancel a scheduled, enqueued, retrying or processing job (a running handler is stopped "
+                     "within about a heartbeat); it never runs again unless requeued",
+             responses={200: JobOut}, errors=(401, 403, 404, 409))
+async def cancel_job(request: web.Request) -> web.Response:
+    who = actor(request)
+    return await _act(request, lambda runtime, job_id: operations.cancel_job(runtime, job_id, who))
+
+
 @routes.post("/api/jobs/{job_id}/enqueue", summary="Run a scheduled job now instead of at its run_at",
              responses={200: JobOut}, errors=(401, 403, 404, 409))
 async def enqueue_now(request: web.Request) -> web.Response:
@@ -164,3 +173,11 @@ async def bulk_requeue(request: web.Request) -> web.Response:
              body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 422))
 async def bulk_delete(request: web.Request) -> web.Response:
     return await _bulk(request, operations.delete_jobs, operations.delete_matching)
+
+
+@routes.post("/api/jobs/bulk-cancel", summary="Cancel jobs by ids, or every job matching a filter with a state",
+             body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 422))
+async def bulk_cancel(request: web.Request) -> web.Response:
+    who = actor(request)
+    return await _bulk(request, lambda runtime, ids: operations.cancel_jobs(runtime, ids, who),
+                       lambda runtime, job_filter, limit: operations.cancel_matching(runtime, job_filter, who, limit))

@@ -21,7 +21,7 @@ from services.scheduler.cron import InvalidSchedule, Schedule, parse_cron
 from shared.client import EnqueuedJob
 from shared.db import job_search
 from shared.db import jobs as job_queries
-from shared.jobs import DELETABLE, REQUEUEABLE, JobState
+from shared.jobs import CANCELLABLE, DELETABLE, REQUEUEABLE, JobState
 from shared.registry import InvalidJobArguments, UnknownJobKind
 from shared.worker import Runtime
 
@@ -68,6 +68,12 @@ async def delete_job(runtime: Runtime, job_id: uuid.UUID, reason: str = "deleted
         raise await _conflict_or_missing(runtime, job_id, "delete", sorted(DELETABLE))
 
 
+async def cancel_job(runtime: Runtime, job_id: uuid.UUID, cancelled_by: str, reason: str = "cancelled") -> None:
+    """Cancel one job (a running one stops at its worker's next lease renewal); 404 unknown, 409 when final."""
+    if not await job_queries.cancel(runtime.pool, [job_id], cancelled_by, f"{reason} by {cancelled_by}"):
+        raise await _conflict_or_missing(runtime, job_id, "cancel", sorted(CANCELLABLE))
+
+
 async def enqueue_now(runtime: Runtime, job_id: uuid.UUID, reason: str = "enqueued now by operator") -> asyncpg.Record:
     """Run a `scheduled` job now instead of at its run_at; 404 unknown, 409 when not scheduled."""
     row = await job_search.enqueue_scheduled_now(runtime.pool, job_id, reason)
@@ -108,6 +114,14 @@ async def delete_jobs(
     return await _in_chunks(job_ids, lambda ids: job_queries.delete(runtime.pool, ids, reason))
 
 
+async def cancel_jobs(
+    runtime: Runtime, job_ids: Sequence[uuid.UUID], cancelled_by: str, reason: str = "cancelled"
+) -> BulkResult:
+    """Cancel many jobs by id; those already final are counted as skipped."""
+    return await _in_chunks(
+        job_ids, lambda ids: job_queries.cancel(runtime.pool, ids, cancelled_by, f"{reason} by {cancelled_by}"))
+
+
 async def requeue_matching(
     runtime: Runtime, job_filter: job_search.JobFilter, limit: int = BULK_LIMIT, reason: str = "requeued by operator"
 ) -> BulkResult:
@@ -120,6 +134,15 @@ async def delete_matching(
 ) -> BulkResult:
     """Delete up to `limit` jobs matching the filter (the dashboard's "delete all failed")."""
     return await delete_jobs(runtime, await job_search.matching_ids(runtime.pool, job_filter, limit), reason)
+
+
+async def cancel_matching(
+    runtime: Runtime, job_filter: job_search.JobFilter, cancelled_by: str, limit: int = BULK_LIMIT,
+    reason: str = "cancelled",
+) -> BulkResult:
+    """Cancel up to `limit` jobs matching the filter (the dashboard's "cancel all enqueued")."""
+    ids = await job_search.matching_ids(runtime.pool, job_filter, limit)
+    return await cancel_jobs(runtime, ids, cancelled_by, reason)
 
 
 # Recurring jobs

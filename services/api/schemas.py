@@ -50,6 +50,7 @@ class JobOut(BaseModel):
     result: Any = None
     created_at: datetime
     updated_at: datetime
+    cancelled_by: str | None = Field(None, description="who cancelled the job, when it is cancelled")
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> JobOut:
@@ -166,6 +167,7 @@ class StatsOut(BaseModel):
     failed: int
     deleted: int
     retrying: int
+    cancelled: int = 0
     servers: int = Field(description="processes heartbeating now")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.jobs import DELETABLE, REQUEUEABLE, JobState, sources_of
+from shared.jobs import CANCELLABLE, DELETABLE, REQUEUEABLE, JobState, sources_of
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
@@ -20,7 +20,7 @@ Executor = asyncpg.Connection | asyncpg.Pool
 LOCK_IN_ORDER = "SELECT id FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
 
 # Operator requeue, of one job or many: back to `enqueued` with a fresh attempt budget.
-REQUEUE = f"""UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL,
+REQUEUE = f"""UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL, cancelled_by = NULL,
                               published_at = NULL, run_at = least(run_at, now()), finished_at = NULL,
                               updated_at = now()
                WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($3::text[])
@@ -263,6 +263,26 @@ async def delete(executor: Executor, job_ids: Sequence[uuid.UUID], reason: str) 
             WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($3::text[])
         RETURNING id""",
         list(job_ids), reason, sorted(state.value for state in DELETABLE),
+    )
+
+
+CANCELLABLE_STATES = sorted(state.value for state in CANCELLABLE)
+
+
+async def cancel(
+    executor: Executor, job_ids: Sequence[uuid.UUID], cancelled_by: str, reason: str
+) -> list[asyncpg.Record]:
+    """Move jobs to `cancelled`; the ids of the rows moved.
+
+    A running job's lease ends here with its state: the holder's next renewal misses it and cancels the
+    handler, and any outcome it still writes is refused (outcomes need `processing` and the lease).
+    """
+    return await executor.fetch(
+        f"""UPDATE jobs SET state = 'cancelled', state_reason = $3, cancelled_by = $2, finished_at = now(),
+                           updated_at = now(), lease_expires_at = NULL
+            WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($4::text[])
+        RETURNING id""",
+        list(job_ids), cancelled_by, reason, CANCELLABLE_STATES,
     )
 
 

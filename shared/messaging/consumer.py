@@ -21,7 +21,7 @@ import traceback
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -54,6 +54,10 @@ class JobContext:
     pool: asyncpg.Pool
     client: JobClient
     log: logging.Logger
+    # Set when this run must stop (an operator cancelled the job, or its lease is lost), just before the
+    # handler's task is cancelled: cleanup code in `except CancelledError` / `finally` can tell the two apart
+    # from a shutdown, and a handler shielding a step from cancellation can poll it.
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 Handler = Callable[[JobContext, Any], Awaitable[Any]]
@@ -91,6 +95,7 @@ class Lease:
     task: asyncio.Task[Any] | None = None  # the handler's run, cancelled when the lease is lost
     lost: str | None = None
     settled: bool = False  # its message was acked before the job ended (a long job)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # the handler's JobContext.cancelled
 
 
 @dataclass(frozen=True)
@@ -302,7 +307,7 @@ class Consumer:
         context = JobContext(
             job_id=row["id"], kind=row["kind"], attempt=row["attempt"], max_attempts=row["max_attempts"],
             parent_id=row["parent_id"], pool=self.pool, client=self.client,
-            log=logging.getLogger(f"job.{row['kind']}"),
+            log=logging.getLogger(f"job.{row['kind']}"), cancelled=lease.stop,
         )
         token = current_job_id.set(row["id"])
         try:
@@ -431,7 +436,7 @@ class Consumer:
                     if lease.job_id in kept:
                         lease.renewed_at = max(lease.renewed_at, sent)
                     elif self._leases.get(lease.job_id) is lease:  # not finished here meanwhile
-                        self._lose(lease, "the job was taken over, deleted or finished elsewhere")
+                        self._lose(lease, "the job was cancelled, taken over, deleted or finished elsewhere")
         self._fence_overdue()
         await self._store_dropped()
 
@@ -443,6 +448,7 @@ class Consumer:
 
     def _lose(self, lease: Lease, reason: str) -> None:
         lease.lost = reason
+        lease.stop.set()
         log.warning("lease lost; stopping the job", extra={"job_id": str(lease.job_id), "reason": reason})
         if lease.task is not None and not lease.task.done():
             lease.task.cancel()
@@ -469,7 +475,7 @@ class Consumer:
 def skip_reason(verdict: asyncpg.Record, message_attempt: int) -> str:
     """Why a delivery of an existing job was not run, as a /metrics label."""
     state: str = verdict["state"]
-    if state in ("succeeded", "failed", "deleted"):
+    if state in ("succeeded", "failed", "deleted", "cancelled"):
         return "finished"
     if state == "processing" and verdict["lease_live"]:
         return "lease_live"  # its holder may be running it right now

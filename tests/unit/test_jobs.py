@@ -22,6 +22,12 @@ LEGAL = [
     (S.FAILED, S.ENQUEUED),  # operator requeue
     (S.SUCCEEDED, S.ENQUEUED),
     (S.DELETED, S.ENQUEUED),
+    (S.SCHEDULED, S.CANCELLED),  # operator cancel, of waiting jobs ...
+    (S.ENQUEUED, S.CANCELLED),
+    (S.RETRYING, S.CANCELLED),
+    (S.PROCESSING, S.CANCELLED),  # ... and of a running one (its lease ends with it)
+    (S.CANCELLED, S.ENQUEUED),  # requeue
+    (S.CANCELLED, S.DELETED),
 ]
 
 ILLEGAL = [
@@ -35,6 +41,9 @@ ILLEGAL = [
     (S.FAILED, S.PROCESSING),
     (S.DELETED, S.PROCESSING),
     (S.SUCCEEDED, S.FAILED),
+    (S.CANCELLED, S.PROCESSING),  # a copy of a cancelled job's message is dropped, never run
+    (S.SUCCEEDED, S.CANCELLED),  # finished jobs have nothing left to cancel
+    (S.FAILED, S.CANCELLED),
 ]
 
 
@@ -61,7 +70,9 @@ def test_final_states_only_leave_by_operator_action() -> None:
     ("target", "sources"),
     [
         (S.PROCESSING, ["enqueued", "processing", "retrying"]),
-        (S.ENQUEUED, ["deleted", "enqueued", "failed", "processing", "retrying", "scheduled", "succeeded"]),
+        (S.ENQUEUED, ["cancelled", "deleted", "enqueued", "failed", "processing", "retrying", "scheduled",
+                      "succeeded"]),
+        (S.CANCELLED, ["enqueued", "processing", "retrying", "scheduled"]),
         (S.SUCCEEDED, ["processing"]),
         (S.SCHEDULED, []),
     ],
