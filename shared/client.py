@@ -43,7 +43,8 @@ class EnqueuedJob:
 
 
 def policy_for(kind: JobKind, default: RetryPolicy) -> RetryPolicy:
-    return kind.retry or default
+    """The kind's own policy (its jitter, when it declares none, the default's) or the default."""
+    return kind.retry.with_jitter(default.jitter or 0.0) if kind.retry else default
 
 
 class JobClient:

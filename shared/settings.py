@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # Open SMTP connections the email worker keeps and reuses (at most this many at once).
     smtp_pool_size: int = Field(10, ge=1, le=1000)
 
+    # Issue 9. Retry delays are spread by this fraction (0.1: ±10 %) over fixed delay buckets, unless a kind's
+    # RetryPolicy declares its own jitter; 0 turns it off.
+    retry_jitter: float = Field(0.1, ge=0, lt=1)
+
     @field_validator("admin_emails", "retry_delays", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from shared.client import JobClient
+from shared.client import JobClient, policy_for
 from shared.db import jobs as job_queries
 from shared.db.migrate import migrate
 from shared.db.pool import open_pool
@@ -28,11 +28,15 @@ log = logging.getLogger(__name__)
 
 
 def default_retry(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(settings.retry_attempts, settings.retry_delays)
+    return RetryPolicy(settings.retry_attempts, settings.retry_delays, settings.retry_jitter)
 
 
 def topology_for(registry: Registry, settings: Settings) -> Topology:
-    return build_topology(registry.services(), {*settings.retry_delays, *registry.retry_delays()})
+    """Service queues, and one delay queue per delay any policy may wait, jitter buckets included."""
+    default = default_retry(settings)
+    delays = {delay for policy in (default, *(policy_for(kind, default) for kind in registry))
+              for delay in policy.queue_delays()}
+    return build_topology(registry.services(), delays)
 
 
 @dataclass
