@@ -23,12 +23,15 @@ FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DELETED,
 # whose previous worker died; PROCESSING -> ENQUEUED is a graceful-shutdown or reaper requeue.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.SCHEDULED: frozenset({JobState.ENQUEUED, JobState.DELETED, JobState.CANCELLED}),
-    JobState.ENQUEUED: frozenset({JobState.PROCESSING, JobState.DELETED, JobState.ENQUEUED, JobState.CANCELLED}),
+    # -> SCHEDULED: held back by its kind's limit at claim time (shared/limits.py), no attempt counted.
+    JobState.ENQUEUED: frozenset({JobState.PROCESSING, JobState.DELETED, JobState.ENQUEUED, JobState.CANCELLED,
+                                  JobState.SCHEDULED}),
     JobState.PROCESSING: frozenset(
         {JobState.SUCCEEDED, JobState.FAILED, JobState.RETRYING, JobState.ENQUEUED, JobState.PROCESSING,
          JobState.CANCELLED}
     ),
-    JobState.RETRYING: frozenset({JobState.PROCESSING, JobState.ENQUEUED, JobState.DELETED, JobState.CANCELLED}),
+    JobState.RETRYING: frozenset({JobState.PROCESSING, JobState.ENQUEUED, JobState.DELETED, JobState.CANCELLED,
+                                  JobState.SCHEDULED}),
     JobState.SUCCEEDED: frozenset({JobState.ENQUEUED, JobState.DELETED}),
     JobState.FAILED: frozenset({JobState.ENQUEUED, JobState.DELETED}),
     JobState.DELETED: frozenset({JobState.ENQUEUED}),

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.limits import LimitOverride
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
@@ -79,6 +81,11 @@ class Settings(BaseSettings):
     # Issue 9. Retry delays are spread by this fraction (0.1: ±10 %) over fixed delay buckets, unless a kind's
     # RetryPolicy declares its own jitter; 0 turns it off.
     retry_jitter: float = Field(0.1, ge=0, lt=1)
+    # Per-kind limits over the ones declared with the kinds, as JSON: {"email.send": {"rate": 20}} (rate per
+    # per_seconds, default 1; concurrency: runs at once across all workers). See shared/limits.py.
+    kind_limits: dict[str, LimitOverride] = {}
+    # Messages per second to the SMTP server, shared by every kind that sends mail; unset: no limit.
+    smtp_rate_per_second: float | None = Field(None, gt=0)
 
     @field_validator("admin_emails", "retry_delays", mode="before")
     @classmethod

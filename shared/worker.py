@@ -16,6 +16,7 @@ from shared.db import jobs as job_queries
 from shared.db.migrate import migrate
 from shared.db.pool import open_pool
 from shared.lifecycle import heartbeat, new_server_id
+from shared.limits import effective_limits
 from shared.logs import JobLogBuffer
 from shared.messaging.broker import Broker
 from shared.messaging.consumer import Consumer, Handler
@@ -124,6 +125,7 @@ async def run_worker(
             default_retry=runtime.client.default_retry, prefetch=prefetch, concurrency=concurrency,
             lease_seconds=settings.job_lease_seconds, renew_every_seconds=settings.heartbeat_seconds,
             fence_after_seconds=settings.lease_fence_seconds(),
+            limits=effective_limits(registry, settings),
         )
         await consumer.start()
         log.info("worker ready", extra={"service": service, "server_id": server_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, StrictBool
@@ -51,6 +51,8 @@ class JobOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     cancelled_by: str | None = Field(None, description="who cancelled the job, when it is cancelled")
+    limit_wait: Literal["concurrency", "rate"] | None = Field(
+        None, description="the kind's limit this scheduled job is waiting for, if that is why it waits")
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> JobOut:

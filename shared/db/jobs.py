@@ -113,6 +113,7 @@ async def claim_many(
                SET state = 'processing', attempt = jobs.attempt + 1, worker = $2,
                    lease_expires_at = now() + make_interval(secs => $4),
                    started_at = now(), updated_at = now(), finished_at = NULL,
+                   limit_wait = NULL, limit_slot_at = NULL,
                    state_reason = CASE WHEN jobs.state = 'processing'
                                        THEN 'taken over from ' || coalesce(jobs.worker, 'unknown worker')
                                             || ': its lease expired' END

@@ -31,7 +31,9 @@ from pydantic import BaseModel
 from shared.batching import Batcher
 from shared.client import JobClient, policy_for
 from shared.db import jobs as job_queries
+from shared.db import limits as limit_queries
 from shared.jobs import JobState
+from shared.limits import KindLimits
 from shared.logs import current_job_id
 from shared.messaging.broker import Broker, BrokerUnavailable
 from shared.messaging.envelope import Envelope, PoisonMessage, decode
@@ -133,6 +135,7 @@ class Consumer:
         lease_seconds: float,
         renew_every_seconds: float,
         fence_after_seconds: float,
+        limits: Mapping[str, KindLimits] | None = None,
     ) -> None:
         self.service = service
         self.worker_id = worker_id
@@ -147,6 +150,7 @@ class Consumer:
         self.renew_every_seconds = renew_every_seconds
         # A lease not renewed for this long is given up here first: the run stops before anyone may take over.
         self.fence_after_seconds = fence_after_seconds
+        self.limits = dict(limits or {})  # kinds claimed one at a time under their limits (shared/db/limits.py)
         self._slots = asyncio.Semaphore(concurrency)
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -271,7 +275,19 @@ class Consumer:
             return Outcome.ACK if await self._park(message.body, str(poison), {}) else Outcome.REQUEUE
 
         claim_sent = time.monotonic()
-        row = await self._claims.submit((envelope.job_id, envelope.attempt))
+        limits = self.limits.get(envelope.kind)
+        if limits is None:
+            row = await self._claims.submit((envelope.job_id, envelope.attempt))
+        else:
+            claimed = await limit_queries.claim_limited(
+                self.pool, self.worker_id, envelope.job_id, envelope.attempt, envelope.kind, limits,
+                lease_seconds=self.lease_seconds)
+            if isinstance(claimed, limit_queries.HeldBack):
+                # Off this worker and back to the scheduler: no slot held, no attempt counted.
+                log.info("held back by its kind's limit", extra={
+                    "job_id": str(envelope.job_id), "limit": claimed.limit, "until": claimed.until.isoformat()})
+                return Outcome.ACK
+            row = claimed
         if row is None:
             return await self._skip(message, envelope)
         lease = Lease(row["id"], row["attempt"], renewed_at=claim_sent)
@@ -283,7 +299,17 @@ class Consumer:
             await self._run(row, lease, message.body)
         finally:
             settle_early.cancel()
+        if limits is not None and limits.concurrency is not None:
+            await self._wake_waiters(envelope.kind)
         return None if lease.settled else Outcome.ACK
+
+    async def _wake_waiters(self, kind: str) -> None:
+        """A run of a concurrency-limited kind ended here: the next waiter need not wait for its recheck."""
+        try:
+            await limit_queries.wake_waiters(self.pool, kind, 1)
+        except (*TRANSIENT_ERRORS, asyncpg.PostgresError):
+            log.warning("could not wake a job waiting for its kind's limit; its recheck will",
+                        extra={"kind": kind}, exc_info=True)
 
     def _settle_early(self, message: AbstractIncomingMessage, lease: Lease) -> None:
         lease.settled = True

@@ -28,6 +28,8 @@ LEGAL = [
     (S.PROCESSING, S.CANCELLED),  # ... and of a running one (its lease ends with it)
     (S.CANCELLED, S.ENQUEUED),  # requeue
     (S.CANCELLED, S.DELETED),
+    (S.ENQUEUED, S.SCHEDULED),  # held back by its kind's limit, no attempt counted
+    (S.RETRYING, S.SCHEDULED),
 ]
 
 ILLEGAL = [
@@ -74,7 +76,7 @@ def test_final_states_only_leave_by_operator_action() -> None:
                       "succeeded"]),
         (S.CANCELLED, ["enqueued", "processing", "retrying", "scheduled"]),
         (S.SUCCEEDED, ["processing"]),
-        (S.SCHEDULED, []),
+        (S.SCHEDULED, ["enqueued", "retrying"]),  # held back by its kind's limit
     ],
 )
 def test_sources_of_is_the_sql_guard(target: JobState, sources: list[str]) -> None:
