@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     kind_limits: dict[str, LimitOverride] = {}
     # Messages per second to the SMTP server, shared by every kind that sends mail; unset: no limit.
     smtp_rate_per_second: float | None = Field(None, gt=0)
+    # A handler's context.progress() is stored at most this often (the last report of a run always).
+    progress_interval_ms: int = Field(500, ge=0, le=60_000)
 
     @field_validator("admin_emails", "retry_delays", mode="before")
     @classmethod

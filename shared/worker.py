@@ -126,6 +126,7 @@ async def run_worker(
             lease_seconds=settings.job_lease_seconds, renew_every_seconds=settings.heartbeat_seconds,
             fence_after_seconds=settings.lease_fence_seconds(),
             limits=effective_limits(registry, settings),
+            progress_interval_seconds=settings.progress_interval_ms / 1000,
         )
         await consumer.start()
         log.info("worker ready", extra={"service": service, "server_id": server_id,

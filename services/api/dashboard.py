@@ -161,7 +161,7 @@ async def job_page(request: web.Request) -> web.Response:
         children=[redact_job(child) for child in await job_search.children(pool, job_id)],
         children_counts={s.value: n for s, n in (await job_search.children_counts(pool, job_id)).items()},
         can_requeue=state in REQUEUEABLE, can_delete=state in DELETABLE, can_enqueue_now=state is JobState.SCHEDULED,
-        can_cancel=state in CANCELLABLE,
+        can_cancel=state in CANCELLABLE, progress=fmt.progress(redactor.row(row)),
         live=state not in FINAL_STATES and state is not JobState.SCHEDULED,
         script=static_url(request, "job.js"),
     )
@@ -175,7 +175,8 @@ async def job_state_json(request: web.Request) -> web.Response:
     if row is None:
         raise web.HTTPNotFound(reason=f"no job {job_id}")
     body: dict[str, Any] = {"state": row["state"], "attempt": row["attempt"],
-                            "updated_at": row["updated_at"].isoformat()}
+                            "updated_at": row["updated_at"].isoformat(),
+                            "progress": fmt.progress(JobRedactor(row["args"]).row(row))}
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 

@@ -53,6 +53,10 @@ class JobOut(BaseModel):
     cancelled_by: str | None = Field(None, description="who cancelled the job, when it is cancelled")
     limit_wait: Literal["concurrency", "rate"] | None = Field(
         None, description="the kind's limit this scheduled job is waiting for, if that is why it waits")
+    progress_done: int | None = Field(None, description="the handler's last context.progress(done, total, message)")
+    progress_total: int | None = None
+    progress_message: str | None = None
+    progress_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> JobOut:

@@ -178,6 +178,9 @@ class EmailHandlers:
         subject = subject_line(fan_out.subject_prefix, event["title"])
         totals: Counter[str] = Counter()
         after: str | None = None
+        # The total is read once; registrations during the fan-out can make "done" pass it a little.
+        total = await emails.participant_count(ctx.pool, event_id)
+        await ctx.progress(0, total, "participants enqueued")
         while True:
             page = await emails.participants_page(ctx.pool, event_id, after, FANOUT_PAGE)
             outcomes = await asyncio.gather(
@@ -189,6 +192,8 @@ class EmailHandlers:
                     # What was enqueued stays enqueued; the retry finds those keys taken and goes on.
                     raise outcome
                 totals[outcome] += 1
+            done = sum(totals.values())
+            await ctx.progress(done, max(total, done), "participants enqueued")
             if len(page) < FANOUT_PAGE:
                 break
             after = page[-1]["email"]

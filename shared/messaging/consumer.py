@@ -38,6 +38,7 @@ from shared.logs import current_job_id
 from shared.messaging.broker import Broker, BrokerUnavailable
 from shared.messaging.envelope import Envelope, PoisonMessage, decode
 from shared.messaging.topology import work_queue
+from shared.progress import ProgressReporter
 from shared.registry import InvalidJobArguments, JobKind, PermanentError, Registry
 from shared.retry import GiveUp, Retry, RetryPolicy
 
@@ -60,6 +61,13 @@ class JobContext:
     # handler's task is cancelled: cleanup code in `except CancelledError` / `finally` can tell the two apart
     # from a shutdown, and a handler shielding a step from cancellation can poll it.
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    reporter: ProgressReporter | None = None
+
+    async def progress(self, done: int, total: int | None = None, message: str | None = None) -> None:
+        """Report how far the job got (shown live on its page and in GET /api/jobs/{id}); cheap to call per
+        item: stored at most every PROGRESS_INTERVAL_MS, the last report when the handler ends."""
+        if self.reporter is not None:
+            await self.reporter.report(done, total, message)
 
 
 Handler = Callable[[JobContext, Any], Awaitable[Any]]
@@ -136,6 +144,7 @@ class Consumer:
         renew_every_seconds: float,
         fence_after_seconds: float,
         limits: Mapping[str, KindLimits] | None = None,
+        progress_interval_seconds: float = 0.5,
     ) -> None:
         self.service = service
         self.worker_id = worker_id
@@ -150,6 +159,7 @@ class Consumer:
         self.renew_every_seconds = renew_every_seconds
         # A lease not renewed for this long is given up here first: the run stops before anyone may take over.
         self.fence_after_seconds = fence_after_seconds
+        self.progress_interval_seconds = progress_interval_seconds
         self.limits = dict(limits or {})  # kinds claimed one at a time under their limits (shared/db/limits.py)
         self._slots = asyncio.Semaphore(concurrency)
         self._channel: AbstractChannel | None = None
@@ -334,6 +344,8 @@ class Consumer:
             job_id=row["id"], kind=row["kind"], attempt=row["attempt"], max_attempts=row["max_attempts"],
             parent_id=row["parent_id"], pool=self.pool, client=self.client,
             log=logging.getLogger(f"job.{row['kind']}"), cancelled=lease.stop,
+            reporter=ProgressReporter(self.pool, row["id"], self.worker_id, row["attempt"],
+                                      self.progress_interval_seconds),
         )
         token = current_job_id.set(row["id"])
         try:
@@ -342,7 +354,11 @@ class Consumer:
         finally:
             current_job_id.reset(token)
         try:
-            result = await lease.task
+            try:
+                result = await lease.task
+            finally:
+                if context.reporter is not None and lease.lost is None:
+                    await context.reporter.flush()  # the last report, before the outcome is written
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if lease.lost is None or (current is not None and current.cancelling()):

@@ -122,7 +122,10 @@ async def test_reminder_fans_out_once_per_participant_and_a_rerun_sends_nothing_
     first = await platform.client.enqueue("event.reminder", {"event_id": str(event_id)})
     assert first is not None
     await sink.wait_for(39, timeout=90)
-    assert (await finished(platform.pool, first.id))["result"] == {"participants": 40, "created": 40}
+    fanned = await finished(platform.pool, first.id)
+    assert fanned["result"] == {"participants": 40, "created": 40}
+    assert (fanned["progress_done"], fanned["progress_total"], fanned["progress_message"]) == \
+        (40, 40, "participants enqueued")  # the fan-out's progress
 
     async def all_sends_finished() -> list[asyncpg.Record]:
         rows = await platform.pool.fetch("SELECT * FROM jobs WHERE kind = 'email.send'")
