@@ -6,18 +6,21 @@ Each action answers 303 to a page (post/redirect/get), so a reload never repeats
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from services.api import auth, operations, ratelimit
 from services.api.dashboard_filters import parse_filter
 from services.api.dashboard_render import render_login, safe_next
-from services.api.dashboard_system import render_recurring
+from services.api.dashboard_system import NEW_RECURRING, render_recurring
 from services.api.errors import ApiError, path_uuid
+from services.api.schemas import RecurringPut
 from services.api.typedefs import RUNTIME, SETTINGS
 from shared.worker import Runtime
 
@@ -141,6 +144,41 @@ async def edit(request: web.Request) -> web.StreamResponse:
     if errors:
         return await render_recurring(request, status=422, editing=recurring_id, form=values, errors=errors)
     return see_other("/jobs/recurring", done="saved")
+
+
+@routes.post("/jobs/recurring/new")
+async def create_recurring(request: web.Request) -> web.StreamResponse:
+    """Create or replace a definition; a bad value re-renders the form with the message beside its field."""
+    form = await request.post()
+    names = ("id", "kind", "args", "cron", "timezone", "misfire_policy", "queue")
+    values = {name: str(form.get(name, "")).strip() for name in names}
+    errors: dict[str, str] = {}
+    try:
+        args = json.loads(values["args"] or "{}")
+        definition = RecurringPut.model_validate({
+            "kind": values["kind"], "args": args, "cron": values["cron"], "timezone": values["timezone"] or "UTC",
+            "misfire_policy": values["misfire_policy"] or "fire_once", "queue": values["queue"] or None,
+        })
+        await operations.put_recurring(request.app[RUNTIME], values["id"], definition)
+    except json.JSONDecodeError as exc:
+        errors = {"args": f"not JSON: {exc.msg}"}
+    except ValidationError as exc:
+        errors = {str(item["loc"][0]) if item["loc"] else "id": item["msg"] for item in exc.errors()}
+    except ApiError as error:
+        if error.status != 422:
+            raise
+        details = error.details if isinstance(error.details, list) else []
+        errors = {str(item.get("field")).split(".")[0].replace("recurring_id", "id"): str(item.get("message"))
+                  for item in details} or {"id": error.message}
+    if errors:
+        return await render_recurring(request, status=422, editing=NEW_RECURRING, form=values, errors=errors)
+    return see_other("/jobs/recurring", done="created")
+
+
+@routes.post("/jobs/recurring/{recurring_id}/delete")
+async def delete_recurring(request: web.Request) -> web.StreamResponse:
+    await operations.delete_recurring(request.app[RUNTIME], request.match_info["recurring_id"])
+    return see_other("/jobs/recurring", done="recurring_deleted")
 
 
 @routes.post("/jobs/login")

@@ -44,6 +44,8 @@ NOTICES = {
     "paused": "Recurring job paused.",
     "resumed": "Recurring job resumed.",
     "saved": "Schedule saved.",
+    "created": "Recurring job saved; the scheduler has it now.",
+    "recurring_deleted": "Recurring job deleted; it will not fire again.",
     "bulk": "Bulk action done.",
     "logged_out": "Logged out.",
 }

@@ -7,6 +7,7 @@ Each action changes Postgres first (guarded by the state machine), then publishe
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 
 from services.api.errors import ApiError, invalid_fields
-from services.api.schemas import RecurringOut
+from services.api.schemas import RECURRING_ID_PATTERN, RecurringOut, RecurringPut
 from services.scheduler.cron import InvalidSchedule, Schedule, parse_cron
 from shared.client import EnqueuedJob
 from shared.db import job_search
@@ -149,7 +150,7 @@ async def cancel_matching(
 
 
 RECURRING_SQL = """
-    SELECT r.id, r.kind, r.args, r.cron, r.timezone, r.misfire_policy, r.enabled, r.last_fire_time,
+    SELECT r.id, r.kind, r.args, r.cron, r.timezone, r.misfire_policy, r.enabled, r.last_fire_time, r.queue,
            coalesce(latest.id, r.last_job_id) AS last_job_id, latest.state AS last_job_state,
            latest.created_at AS last_run_at
       FROM recurring_jobs r
@@ -188,7 +189,7 @@ def _view(row: asyncpg.Record, now: datetime) -> RecurringOut:
         id=row["id"], kind=row["kind"], args=row["args"], cron=row["cron"], timezone=row["timezone"],
         misfire_policy=row["misfire_policy"], enabled=row["enabled"], next_run=next_run,
         last_fire_time=row["last_fire_time"], last_job_id=row["last_job_id"], last_job_state=row["last_job_state"],
-        last_run_at=row["last_run_at"], schedule_error=error,
+        last_run_at=row["last_run_at"], schedule_error=error, queue=row["queue"],
     )
 
 
@@ -208,11 +209,11 @@ async def get_recurring(runtime: Runtime, recurring_id: str) -> RecurringOut:
 
 async def trigger_recurring(runtime: Runtime, recurring_id: str) -> EnqueuedJob:
     """Enqueue one run now, outside the schedule (fire_time NULL, so it never collides with an occurrence)."""
-    row = await runtime.pool.fetchrow("SELECT kind, args FROM recurring_jobs WHERE id = $1", recurring_id)
+    row = await runtime.pool.fetchrow("SELECT kind, args, queue FROM recurring_jobs WHERE id = $1", recurring_id)
     if row is None:
         raise NotFound(f"recurring job {recurring_id!r}", "recurring_id")
     try:
-        job = await runtime.client.enqueue(row["kind"], row["args"], recurring_id=recurring_id)
+        job = await runtime.client.enqueue(row["kind"], row["args"], recurring_id=recurring_id, queue=row["queue"])
     except (UnknownJobKind, InvalidJobArguments) as exc:
         raise ApiError(409, "cannot_trigger", f"recurring job {recurring_id!r} cannot run here: {exc}",
                        [{"field": "kind", "message": str(exc)}]) from None
@@ -244,3 +245,41 @@ async def update_recurring(
 async def set_recurring_enabled(runtime: Runtime, recurring_id: str, enabled: bool) -> RecurringOut:
     """Pause (False) or resume (True) a recurring job."""
     return await update_recurring(runtime, recurring_id, enabled=enabled)
+
+
+async def put_recurring(runtime: Runtime, recurring_id: str, definition: RecurringPut) -> tuple[RecurringOut, bool]:
+    """Create or replace a whole definition (True: created); the schedulers pick it up by NOTIFY at once.
+
+    Replacing keeps its last fire time, so the misfire policy still knows what already ran.
+    """
+    if not re.fullmatch(RECURRING_ID_PATTERN, recurring_id):
+        raise invalid_fields([{"field": "recurring_id", "message": "1-100 letters, digits or . _ : -, "
+                                                                   "starting with a letter or digit"}])
+    try:
+        _, args = runtime.registry.validate(definition.kind, definition.args)
+    except UnknownJobKind as exc:
+        raise invalid_fields([{"field": "kind", "message": str(exc)}]) from None
+    except InvalidJobArguments as exc:
+        raise invalid_fields([{"field": f"args.{item['field']}", "message": item["message"]}
+                              for item in exc.details]) from None
+    check_schedule(definition.cron, definition.timezone)
+    created: bool = await runtime.pool.fetchval(
+        """INSERT INTO recurring_jobs AS r (id, kind, args, cron, timezone, misfire_policy, misfire_grace_seconds,
+                                            queue, enabled)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT (id) DO UPDATE
+              SET kind = excluded.kind, args = excluded.args, cron = excluded.cron, timezone = excluded.timezone,
+                  misfire_policy = excluded.misfire_policy, misfire_grace_seconds = excluded.misfire_grace_seconds,
+                  queue = excluded.queue, enabled = excluded.enabled, updated_at = now()
+        RETURNING (xmax = 0)""",
+        recurring_id, definition.kind, args, definition.cron, definition.timezone, definition.misfire_policy,
+        definition.misfire_grace_seconds, None if definition.queue is None else definition.queue.value,
+        definition.enabled,
+    )
+    return await get_recurring(runtime, recurring_id), created
+
+
+async def delete_recurring(runtime: Runtime, recurring_id: str) -> None:
+    """Remove a definition; it never fires again (jobs it already made stay). 404 when there is none."""
+    if await runtime.pool.execute("DELETE FROM recurring_jobs WHERE id = $1", recurring_id) != "DELETE 1":
+        raise NotFound(f"recurring job {recurring_id!r}", "recurring_id")

@@ -150,6 +150,26 @@ class RecurringOut(BaseModel):
     last_job_state: JobState | None
     last_run_at: datetime | None  # when that latest job was created
     schedule_error: str | None  # why next_run is missing although enabled
+    queue: QueueClass | None = None  # None: the kind's queue class
+
+
+RECURRING_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
+
+
+class RecurringPut(BaseModel):
+    """A whole recurring job definition, created or replaced by PUT /api/recurring/{recurring_id}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: KindName
+    args: dict[str, Any] = {}
+    cron: Annotated[str, Field(min_length=1, max_length=200,
+                               description="5 crontab fields, or 6 with a leading seconds field")]
+    timezone: Annotated[str, Field(min_length=1, max_length=100, description="IANA time zone")] = "UTC"
+    misfire_policy: Literal["fire_once", "skip", "fire_all"] = "fire_once"
+    misfire_grace_seconds: Annotated[int, Field(ge=0, le=366 * 86400)] = 3600
+    queue: QueueClass | None = Field(None, description="queue class of its jobs; null: the kind's")
+    enabled: StrictBool = True
 
 
 class RecurringListOut(RootModel[list[RecurringOut]]):
