@@ -15,9 +15,12 @@ class JobState(StrEnum):
     DELETED = "deleted"  # removed by an operator or by a domain change (event moved, cancelled)
     CANCELLED = "cancelled"  # stopped by an operator (`cancelled_by`); a running handler stops at its holder's
     # next lease renewal, and the job never runs again unless requeued
+    AWAITING = "awaiting"  # a continuation waiting in Postgres for its parent job or its batch to finish
+    SKIPPED = "skipped"  # a continuation whose parent did not succeed, when it asked for success
 
 
-FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DELETED, JobState.CANCELLED})
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DELETED, JobState.CANCELLED,
+                          JobState.SKIPPED})
 
 # Which states a job may move to from each state. PROCESSING -> PROCESSING is a takeover of a job
 # whose previous worker died; PROCESSING -> ENQUEUED is a graceful-shutdown or reaper requeue.
@@ -36,6 +39,9 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.FAILED: frozenset({JobState.ENQUEUED, JobState.DELETED}),
     JobState.DELETED: frozenset({JobState.ENQUEUED}),
     JobState.CANCELLED: frozenset({JobState.ENQUEUED, JobState.DELETED}),
+    # Promoted by the triggers of 0014_continuations.sql when the parent or the batch finishes.
+    JobState.AWAITING: frozenset({JobState.SCHEDULED, JobState.SKIPPED, JobState.DELETED, JobState.CANCELLED}),
+    JobState.SKIPPED: frozenset({JobState.ENQUEUED, JobState.DELETED}),
 }
 
 
@@ -50,9 +56,9 @@ def sources_of(target: JobState) -> list[str]:
 
 # Operator actions. Requeue never touches a job that a worker is running right now.
 REQUEUEABLE = frozenset({JobState.FAILED, JobState.SUCCEEDED, JobState.DELETED, JobState.SCHEDULED,
-                         JobState.RETRYING, JobState.CANCELLED})
+                         JobState.RETRYING, JobState.CANCELLED, JobState.SKIPPED})
 DELETABLE = frozenset({JobState.SCHEDULED, JobState.ENQUEUED, JobState.RETRYING, JobState.FAILED,
-                       JobState.SUCCEEDED, JobState.CANCELLED})
+                       JobState.SUCCEEDED, JobState.CANCELLED, JobState.AWAITING, JobState.SKIPPED})
 # Cancel is the one action that reaches a running job: it ends the holder's lease (see shared/db/jobs.cancel).
 CANCELLABLE = frozenset(state for state, targets in TRANSITIONS.items() if JobState.CANCELLED in targets)
 

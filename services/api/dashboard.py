@@ -4,6 +4,7 @@ dashboard_system.py (recurring, queues, servers), dashboard_actions.py (every PO
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -162,9 +163,17 @@ async def job_page(request: web.Request) -> web.Response:
         children_counts={s.value: n for s, n in (await job_search.children_counts(pool, job_id)).items()},
         can_requeue=state in REQUEUEABLE, can_delete=state in DELETABLE, can_enqueue_now=state is JobState.SCHEDULED,
         can_cancel=state in CANCELLABLE, progress=fmt.progress(redactor.row(row)),
+        waits_for=redact_job(after) if (after := await _job_or_none(pool, row["after_id"])) else None,
+        batches=[(label, batch) for label, batch_id in (("Batch", row["batch_id"]), ("Callback of batch",
+                                                                                 row["after_batch_id"]))
+                 if batch_id is not None and (batch := await job_queries.get_batch(pool, batch_id)) is not None],
         live=state not in FINAL_STATES and state is not JobState.SCHEDULED,
         script=static_url(request, "job.js"),
     )
+
+
+async def _job_or_none(pool: asyncpg.Pool, job_id: uuid.UUID | None) -> asyncpg.Record | None:
+    return None if job_id is None else await job_queries.get_job(pool, job_id)
 
 
 @routes.get("/jobs/job/{job_id}/state.json")

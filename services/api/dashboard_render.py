@@ -32,7 +32,8 @@ SECURITY_HEADERS = {
 }
 
 STATE_ORDER = [JobState.ENQUEUED, JobState.SCHEDULED, JobState.PROCESSING, JobState.RETRYING,
-               JobState.SUCCEEDED, JobState.FAILED, JobState.DELETED, JobState.CANCELLED]
+               JobState.SUCCEEDED, JobState.FAILED, JobState.DELETED, JobState.CANCELLED, JobState.AWAITING,
+               JobState.SKIPPED]
 
 # Messages shown after an action redirects back; the query carries a code, never the text itself.
 NOTICES = {

@@ -26,6 +26,41 @@ class JobRequest(BaseModel):
     delay_seconds: Annotated[float, Field(ge=0, le=366 * 86400)] | None = None
     max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
     idempotency_key: Annotated[str, Field(min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] | None = None
+    after: uuid.UUID | None = Field(None, description="a continuation: wait for this job to finish first")
+    on: Literal["succeeded", "finished"] = Field(
+        "succeeded", description="with `after`: run only if it succeeded (else skipped), or once it finished")
+
+
+class BatchJobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: KindName
+    args: dict[str, Any] = {}
+    queue: QueueClass | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: Annotated[list[BatchJobIn], Field(min_length=1, max_length=1000)]
+    then: BatchJobIn | None = Field(None, description="runs once, when every job of the batch has finished")
+
+
+class BatchOut(BaseModel):
+    id: uuid.UUID
+    total: int
+    succeeded: int
+    failed: int = Field(description="failed, cancelled, deleted or skipped jobs")
+    pending: int
+    callback_id: uuid.UUID | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> BatchOut:
+        return cls.model_validate({**{name: row[name] for name in cls.model_fields if name != "pending"},
+                                   "pending": row["total"] - row["succeeded"] - row["failed"]})
 
 
 class JobOut(BaseModel):
@@ -57,6 +92,10 @@ class JobOut(BaseModel):
     progress_total: int | None = None
     progress_message: str | None = None
     progress_at: datetime | None = None
+    after_id: uuid.UUID | None = Field(None, description="a continuation: the job it waits for")
+    after_on: Literal["succeeded", "finished"] | None = None
+    batch_id: uuid.UUID | None = None
+    after_batch_id: uuid.UUID | None = Field(None, description="a batch callback: the batch it waits for")
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> JobOut:
@@ -194,6 +233,8 @@ class StatsOut(BaseModel):
     deleted: int
     retrying: int
     cancelled: int = 0
+    awaiting: int = 0
+    skipped: int = 0
     servers: int = Field(description="processes heartbeating now")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.jobs import CANCELLABLE, DELETABLE, REQUEUEABLE, JobState, sources_of
+from shared.jobs import CANCELLABLE, DELETABLE, FINAL_STATES, REQUEUEABLE, JobState, sources_of
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
@@ -52,16 +52,21 @@ class NewJob:
     parent_id: uuid.UUID | None = None
     state_reason: str | None = None
     delay_seconds: float | None = None
+    after_id: uuid.UUID | None = None  # a continuation of this job ...
+    after_on: str | None = None  # ... when it "succeeded" or "finished"
+    batch_id: uuid.UUID | None = None  # a child of this batch
+    after_batch_id: uuid.UUID | None = None  # the callback of this batch
 
 
 async def insert_job(executor: Executor, job: NewJob) -> asyncpg.Record | None:
     """The inserted row, or None when the idempotency key or (recurring_id, fire_time) exists."""
     return await executor.fetchrow(
         """INSERT INTO jobs (id, kind, args, queue, service, priority, state, max_attempts, run_at,
-                             idempotency_key, recurring_id, fire_time, parent_id, state_reason)
+                             idempotency_key, recurring_id, fire_time, parent_id, state_reason,
+                             after_id, after_on, batch_id, after_batch_id)
            SELECT $1, $2, $3, $4, $5, $6,
                   coalesce($7, CASE WHEN due.run_at > now() THEN 'scheduled' ELSE 'enqueued' END),
-                  $8, due.run_at, $10, $11, $12, $13, $14
+                  $8, due.run_at, $10, $11, $12, $13, $14, $16, $17, $18, $19
              FROM (SELECT coalesce($9::timestamptz,
                                    now() + make_interval(secs => coalesce($15::float8, 0))) AS run_at) AS due
            ON CONFLICT DO NOTHING
@@ -69,6 +74,7 @@ async def insert_job(executor: Executor, job: NewJob) -> asyncpg.Record | None:
         job.id, job.kind, job.args, job.queue, job.service, job.priority,
         None if job.state is None else job.state.value, job.max_attempts, job.run_at, job.idempotency_key,
         job.recurring_id, job.fire_time, job.parent_id, job.state_reason, job.delay_seconds,
+        job.after_id, job.after_on, job.batch_id, job.after_batch_id,
     )
 
 
@@ -386,3 +392,29 @@ async def insert_logs(executor: Executor, rows: Sequence[tuple[uuid.UUID, str, s
         [row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows],
         [row[3] for row in rows],
     )
+
+
+async def continuation_start(executor: Executor, parent_id: uuid.UUID, on: str) -> tuple[JobState | None, str]:
+    """How a continuation of `parent_id` starts: `awaiting`, or (None: due now | `skipped`) when the parent has
+    finished already, with the reason. The parent row is share-locked until the caller commits, so it cannot
+    finish between this look and the continuation's insert (its trigger would miss the continuation)."""
+    state: str | None = await executor.fetchval("SELECT state FROM jobs WHERE id = $1 FOR SHARE", parent_id)
+    if state is None:
+        raise LookupError(f"no job {parent_id} to continue")
+    if JobState(state) not in FINAL_STATES:
+        return JobState.AWAITING, f"waiting for job {parent_id} to {'succeed' if on == 'succeeded' else 'finish'}"
+    if on == "finished" or state == JobState.SUCCEEDED:
+        return None, f"parent {parent_id} {state}"
+    return JobState.SKIPPED, f"skipped: parent {parent_id} {state}, and this job runs only after success"
+
+
+async def create_batch(executor: Executor, batch_id: uuid.UUID, total: int) -> None:
+    await executor.execute("INSERT INTO batches (id, total) VALUES ($1, $2)", batch_id, total)
+
+
+async def set_batch_callback(executor: Executor, batch_id: uuid.UUID, callback_id: uuid.UUID) -> None:
+    await executor.execute("UPDATE batches SET callback_id = $2 WHERE id = $1", batch_id, callback_id)
+
+
+async def get_batch(executor: Executor, batch_id: uuid.UUID) -> asyncpg.Record | None:
+    return await executor.fetchrow("SELECT * FROM batches WHERE id = $1", batch_id)

@@ -39,13 +39,13 @@ async def delete_old_logs(
 async def delete_finished_jobs(
     executor: Executor, older_than_days: int, batch: int = DELETE_BATCH, on_batch: OnBatch | None = None
 ) -> int:
-    """Succeeded, deleted and cancelled jobs, their history and logs with them (ON DELETE CASCADE); failed ones
-    stay."""
+    """Succeeded, deleted, cancelled and skipped jobs, their history and logs with them (ON DELETE CASCADE);
+    failed ones stay."""
     return await _delete_in_batches(
         executor,
         """DELETE FROM jobs WHERE id IN (
                SELECT id FROM jobs
-                WHERE state IN ('succeeded', 'deleted', 'cancelled')
+                WHERE state IN ('succeeded', 'deleted', 'cancelled', 'skipped')
                   AND updated_at < now() - make_interval(days => $1)
                 LIMIT $2
                   FOR UPDATE SKIP LOCKED)""",

@@ -517,7 +517,7 @@ class Consumer:
 def skip_reason(verdict: asyncpg.Record, message_attempt: int) -> str:
     """Why a delivery of an existing job was not run, as a /metrics label."""
     state: str = verdict["state"]
-    if state in ("succeeded", "failed", "deleted", "cancelled"):
+    if state in ("succeeded", "failed", "deleted", "cancelled", "skipped"):
         return "finished"
     if state == "processing" and verdict["lease_live"]:
         return "lease_live"  # its holder may be running it right now
