@@ -59,6 +59,44 @@ async def heartbeat(
             await servers.remove(pool, server_id)
 
 
+class DependencyLost(RuntimeError):
+    """Postgres or RabbitMQ stayed unreachable longer than DEPENDENCY_TIMEOUT_SECONDS: the process exits
+    non-zero so that its orchestrator restarts it, instead of idling on half a connection forever."""
+
+
+@asynccontextmanager
+async def exit_when_dependencies_lost(
+    unreachable: Callable[[], Awaitable[list[str]]], stop: asyncio.Event, *, interval: float, limit: float
+) -> AsyncIterator[None]:
+    """Watch `unreachable()` (the names of the dependencies not answering) every `interval`; after `limit`
+    seconds of any of them failing, set `stop` (a normal drain) and raise DependencyLost once drained."""
+    lost: list[str] = []
+
+    async def watch() -> None:
+        since: float | None = None
+        while True:
+            await asyncio.sleep(interval)
+            names = await unreachable()
+            now = asyncio.get_running_loop().time()
+            since = None if not names else (since if since is not None else now)
+            if since is not None and now - since > limit:
+                log.error("dependencies unreachable for too long; stopping", extra={"dependencies": names,
+                                                                                     "seconds": limit})
+                lost.extend(names)
+                stop.set()
+                return
+
+    task = asyncio.create_task(watch(), name="dependency watchdog")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if lost:
+        raise DependencyLost(f"unreachable for more than {limit:g}s: {', '.join(lost)}")
+
+
 def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
     """Entry point of every service: settings, JSON logs, SIGTERM/SIGINT → the stop event."""
     settings = load_settings()
@@ -73,4 +111,8 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
         await main(settings, stop)
         log.info("stopped")
 
-    asyncio.run(runner())
+    try:
+        asyncio.run(runner())
+    except DependencyLost as exc:
+        log.error("exiting: %s", exc)
+        raise SystemExit(3) from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     # An `enqueued` job whose message has not been consumed for this long (a purged or lost queue) is
     # published again; a second copy of a live message is dropped by the claim.
     republish_enqueued_seconds: float = Field(300.0, gt=0)
+    # Workers and the scheduler exit non-zero (3) after Postgres or RabbitMQ was unreachable this long, so that
+    # their orchestrator restarts them; the api stays up and answers /readyz with 503 meanwhile.
+    dependency_timeout_seconds: float = Field(120.0, gt=0)
+    # classic: one node, message priorities honoured; quorum: replicated on a cluster, no priorities in
+    # RabbitMQ 3.x (see shared/messaging/topology.py). Changing it needs the queues deleted first.
+    queue_type: Literal["classic", "quorum"] = "classic"
 
     scheduler_timezone: str = "UTC"
     scheduler_poll_seconds: float = Field(1.0, gt=0)

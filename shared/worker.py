@@ -15,7 +15,7 @@ from shared.client import JobClient, policy_for
 from shared.db import jobs as job_queries
 from shared.db.migrate import migrate
 from shared.db.pool import open_pool
-from shared.lifecycle import heartbeat, new_server_id
+from shared.lifecycle import exit_when_dependencies_lost, heartbeat, new_server_id
 from shared.limits import effective_limits
 from shared.logs import JobLogBuffer
 from shared.messaging.broker import Broker
@@ -37,7 +37,7 @@ def topology_for(registry: Registry, settings: Settings) -> Topology:
     default = default_retry(settings)
     delays = {delay for policy in (default, *(policy_for(kind, default) for kind in registry))
               for delay in policy.queue_delays()}
-    return build_topology(registry.services(), delays)
+    return build_topology(registry.services(), delays, settings.queue_type)
 
 
 @dataclass
@@ -64,6 +64,23 @@ async def open_runtime(
         stack.push_async_callback(broker.close)
         client = JobClient(pool, broker, registry, default_retry(settings))
         yield Runtime(settings, pool, broker, client, registry)
+
+
+async def unreachable_dependencies(runtime: Runtime) -> list[str]:
+    """The dependencies not answering right now: what /readyz reports and what the watchdog counts."""
+    names = [] if runtime.broker.is_connected else ["rabbitmq"]
+    try:
+        await runtime.pool.fetchval("SELECT 1", timeout=2)
+    except Exception:  # any failure to answer is "unreachable" here; the reason is logged where it matters
+        names.append("postgres")
+    return names
+
+
+def watch_dependencies(runtime: Runtime, stop: asyncio.Event) -> contextlib.AbstractAsyncContextManager[None]:
+    return exit_when_dependencies_lost(
+        lambda: unreachable_dependencies(runtime), stop, interval=runtime.settings.heartbeat_seconds,
+        limit=runtime.settings.dependency_timeout_seconds,
+    )
 
 
 @asynccontextmanager
@@ -114,11 +131,8 @@ async def run_worker(
         runtime = await stack.enter_async_context(
             open_runtime(settings, registry, pool_size=min(concurrency + 4, 40), connection_name=server_id)
         )
+        await stack.enter_async_context(watch_dependencies(runtime, stop))
         await stack.enter_async_context(job_log_flusher(runtime.pool))
-        await stack.enter_async_context(
-            heartbeat(runtime.pool, server_id, service=service, queues=[work_queue(service)],
-                      concurrency=concurrency, interval=settings.heartbeat_seconds)
-        )
         consumer = Consumer(
             service=service, worker_id=server_id, broker=runtime.broker, pool=runtime.pool,
             client=runtime.client, registry=registry, handlers=handlers,
@@ -129,6 +143,11 @@ async def run_worker(
             progress_interval_seconds=settings.progress_interval_ms / 1000,
         )
         await consumer.start()
+        # The first heartbeat says "consuming": health checks and the dashboard read it as ready.
+        await stack.enter_async_context(
+            heartbeat(runtime.pool, server_id, service=service, queues=[work_queue(service)],
+                      concurrency=concurrency, interval=settings.heartbeat_seconds)
+        )
         log.info("worker ready", extra={"service": service, "server_id": server_id,
                                         "concurrency": concurrency, "prefetch": prefetch})
         await stop.wait()

@@ -37,9 +37,21 @@ async def template_database() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def env(template_database: str, management: Management) -> AsyncIterator[TestEnvironment]:
+def queue_type() -> str:
+    """QUEUE_TYPE of a test's environment; tests marked `both_queue_types` run under classic and quorum."""
+    return "classic"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_queue_types"):
+        metafunc.parametrize("queue_type", ["classic", "quorum"])
+
+
+@pytest.fixture
+async def env(template_database: str, management: Management, queue_type: str) -> AsyncIterator[TestEnvironment]:
     """A fresh database (cloned from the migrated template) and a fresh RabbitMQ vhost."""
     async with test_environment(template_database, management) as environment:
+        environment.overrides["queue_type"] = queue_type
         yield environment
 
 

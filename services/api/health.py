@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from services.api.openapi import ApiRoutes
 from services.api.typedefs import RUNTIME
+from shared.worker import unreachable_dependencies
 
 routes = ApiRoutes("health")
 
@@ -27,12 +28,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz", summary="Postgres and RabbitMQ are reachable", responses={200: ReadyOut, 503: ReadyOut})
 async def readyz(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    checks = {"postgres": False, "rabbitmq": runtime.broker.is_connected}
-    try:
-        checks["postgres"] = await runtime.pool.fetchval("SELECT true", timeout=2) is True
-    except Exception:
-        checks["postgres"] = False
+    unreachable = await unreachable_dependencies(request.app[RUNTIME])
+    checks = {name: name not in unreachable for name in ("postgres", "rabbitmq")}
     ready = all(checks.values())
     return web.json_response({"status": "ready" if ready else "unavailable", "checks": checks},
                              status=200 if ready else 503)

@@ -14,7 +14,7 @@ from shared.kinds import platform_registry
 from shared.lifecycle import heartbeat, new_server_id, run_service
 from shared.registry import Registry
 from shared.settings import Settings
-from shared.worker import open_runtime
+from shared.worker import open_runtime, watch_dependencies
 
 log = logging.getLogger("services.scheduler")  # not "__main__" when run with -m
 
@@ -31,6 +31,7 @@ async def main(settings: Settings, stop: asyncio.Event, registry: Registry | Non
             heartbeat(runtime.pool, server_id, service=SERVICE, queues=[], concurrency=0,
                       interval=settings.heartbeat_seconds)
         )
+        await stack.enter_async_context(watch_dependencies(runtime, stop))
         notifications = Notifications(settings.database_url, (JOBS_SCHEDULED, RECURRING_CHANGED))
         stack.push_async_callback(notifications.close)
         loops = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -79,8 +80,11 @@ class Broker:
 
     async def close(self) -> None:
         if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+            connection, self._connection = self._connection, None
+            # Bounded: closing while the broker is unreachable must not keep a stopping process alive.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await connection.close()
 
     async def _publish(self, exchange: str, message: aio_pika.Message, routing_key: str) -> None:
         if not self.is_connected:

@@ -78,12 +78,17 @@ class Outcome(enum.Enum):
     REQUEUE = "requeue"  # give the message back; another delivery will do the work
 
 
-# Errors meaning Postgres or RabbitMQ is away for now: the message goes back and nothing is counted against it.
+# Errors meaning Postgres or RabbitMQ is away or overloaded for now: the message goes back and nothing is
+# counted against it. Postgres classes 08 (connection), 40 (deadlock, serialization), 53 (too many
+# connections, out of resources) and 57 (shutting down, starting up).
 TRANSIENT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError, BrokerUnavailable)
+                    asyncpg.exceptions.TransactionRollbackError, asyncpg.exceptions.InsufficientResourcesError,
+                    asyncpg.exceptions.OperatorInterventionError, BrokerUnavailable)
 # A message whose handling fails this often for another reason (a bug, a row the code cannot read) is parked
 # rather than requeued forever.
 MAX_UNEXPECTED_FAILURES = 3
+# How long a shutdown step waits on the broker (cancel the consumer, close the channel) before moving on.
+BROKER_STEP_TIMEOUT_SECONDS = 5.0
 # A job running this long has its message acked while it runs (its lease owns it anyway).
 SETTLE_RUNNING_AFTER_SECONDS = 60.0
 # How long an outcome write is retried while Postgres is away (still bounded by the job's lease).
@@ -194,7 +199,9 @@ class Consumer:
         self._stopping = True
         if self._queue is not None and self._consumer_tag is not None:
             try:
-                await self._queue.cancel(self._consumer_tag)
+                # Bounded: with the broker away, a robust channel would wait for the reconnection forever.
+                async with asyncio.timeout(BROKER_STEP_TIMEOUT_SECONDS):
+                    await self._queue.cancel(self._consumer_tag)
             except Exception:  # a closed channel has no consumer left to cancel
                 log.warning("could not cancel the consumer", exc_info=True)
             self._consumer_tag = None
@@ -212,7 +219,9 @@ class Consumer:
                 await self._lease_keeper
         await self._store_dropped()
         if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(BROKER_STEP_TIMEOUT_SECONDS):
+                    await self._channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # aiormq cancels its delivery callbacks when their channel closes, as on a dropped

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import quote
 
+import pytest
+
 from shared.db import jobs as job_queries
 from shared.messaging.topology import work_queue
 from shared.worker import Runtime
@@ -12,6 +14,8 @@ from tests.conftest import StartWorker
 from tests.support.environment import Management, TestEnvironment
 from tests.support.kinds import TEST_SERVICE
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.both_queue_types  # delivery, retries, parking and crashes on either
 
 
 async def states_of(runtime: Runtime, job_id: object) -> list[str]:

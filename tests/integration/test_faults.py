@@ -30,6 +30,7 @@ from tests.support.environment import Management, TestEnvironment
 from tests.support.kinds import test_registry
 from tests.support.live_api import running_api
 from tests.support.processes import SCHEDULER, WORKER, service_process
+from tests.support.proxy import running_proxy
 from tests.support.scheduler import StartScheduler, start_scheduler_fixture  # noqa: F401  (fixture)
 from tests.support.servers import close_connections, postgres_stopped, rabbitmq_stopped
 from tests.support.waiting import eventually
@@ -369,3 +370,18 @@ async def test_a_skip_recurring_job_does_not_burst_after_its_scheduler_was_froze
     during = [time for time in await fire_times() if frozen_at < time <= woken_at]
     print(f"frozen scheduler, skip policy: occurrences fired for the 60 s it was frozen: {len(during)}")
     assert during == []
+
+
+async def test_a_worker_cut_off_from_rabbitmq_for_too_long_exits_non_zero(
+    env: TestEnvironment, tmp_path: Path
+) -> None:
+    async with running_proxy(env.amqp_url) as proxy, service_process(
+        WORKER, env, tmp_path / "worker.log", amqp_url=proxy.url(env.amqp_url), dependency_timeout_seconds=3.0,
+    ) as worker:
+        await ready(env, worker)
+        cut_at = time.monotonic()
+        await proxy.cut()
+        returncode = await asyncio.wait_for(worker.wait(), 60)
+    print(f"worker cut off from RabbitMQ: exited {returncode} after {time.monotonic() - cut_at:.1f}s "
+          f"(DEPENDENCY_TIMEOUT_SECONDS 3)")
+    assert returncode == 3  # for the orchestrator: restart me

@@ -6,6 +6,7 @@ import json
 import uuid
 
 import aio_pika
+import pytest
 
 from shared.db import jobs as job_queries
 from shared.messaging.topology import JOBS_EXCHANGE
@@ -15,6 +16,8 @@ from tests.support.broker_probe import DeadLetter, dead_letters
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import TEST_SERVICE
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.both_queue_types  # delivery, retries, parking and crashes on either
 
 
 async def publish_raw(amqp_url: str, body: bytes) -> None:

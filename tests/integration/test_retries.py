@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 
 import asyncpg
+import pytest
 
 from shared.db import jobs as job_queries
 from shared.worker import Runtime
@@ -14,6 +15,8 @@ from tests.support.broker_probe import dead_letters
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import BROKEN
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.both_queue_types  # delivery, retries, parking and crashes on either
 
 
 async def history(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[asyncpg.Record]:

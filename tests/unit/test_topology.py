@@ -56,3 +56,16 @@ def test_parking_lot_takes_everything_from_the_dead_exchange() -> None:
     queue = TOPOLOGY.queue(dead_queue())
     assert queue.arguments == {}
     assert queue.bindings == ((DEAD_EXCHANGE, ""),)
+
+
+def test_quorum_queues_drop_priority_and_dead_letter_at_least_once() -> None:
+    topology = build_topology(["email"], [60], "quorum")
+    assert topology.queue("jobs.email").arguments == {
+        "x-queue-type": "quorum", "x-dead-letter-exchange": "jobs.dead", "x-delivery-limit": 50,
+        "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish",
+    }
+    assert topology.queue("jobs.delay.60s").arguments == {
+        "x-queue-type": "quorum", "x-message-ttl": 60_000, "x-dead-letter-exchange": "jobs",
+        "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish",
+    }
+    assert topology.queue("jobs.dead").arguments == {"x-queue-type": "quorum"}
