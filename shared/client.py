@@ -102,6 +102,7 @@ class JobClient:
         fire_time: datetime | None = None,
         after: uuid.UUID | None = None,
         on: str = "succeeded",
+        batch_id: uuid.UUID | None = None,
     ) -> EnqueuedJob | None:
         """Write the job and publish it after commit.
 
@@ -121,6 +122,8 @@ class JobClient:
         )
         if after is not None:
             new_job = replace(new_job, after_id=after, after_on=on)
+        if batch_id is not None:  # joins an open batch (open_batch); sealed by its producer
+            new_job = replace(new_job, batch_id=batch_id)
         if connection is None:
             async with acquire(self.pool) as own:
                 if after is None:
@@ -168,6 +171,22 @@ class JobClient:
                 await self._written(await self._insert(connection, callback), callback, connection)
                 await job_queries.set_batch_callback(connection, batch_id, callback.id)
         return Batch(batch_id, [child.id for child in children], callback.id if callback is not None else None)
+
+    async def open_batch(self, batch_id: uuid.UUID, then: JobSpec) -> bool:
+        """A batch that jobs join one by one (`enqueue(..., batch_id=)`), over many transactions, until
+        `seal_batch`; `then` runs once when it is sealed and every job in it has finished. Idempotent on
+        `batch_id` (False: it existed), so a producer that is retried reuses its batch."""
+        callback = replace(self._spec_job(then), after_batch_id=batch_id, state=JobState.AWAITING,
+                           state_reason=f"waiting for batch {batch_id}")
+        async with acquire(self.pool) as connection, self.transaction(connection):
+            if not await job_queries.create_batch(connection, batch_id, None):
+                return False
+            await self._written(await self._insert(connection, callback), callback, connection)
+            await job_queries.set_batch_callback(connection, batch_id, callback.id)
+        return True
+
+    async def seal_batch(self, batch_id: uuid.UUID) -> None:
+        await job_queries.seal_batch(self.pool, batch_id)
 
     def _spec_job(self, spec: JobSpec) -> job_queries.NewJob:
         kind, args = self.registry.validate(spec.kind, spec.args)

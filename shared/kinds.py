@@ -82,6 +82,11 @@ class EventArgs(Args):
     schedule_revision: int | None = None
 
 
+class ReminderReportArgs(Args):
+    event_id: uuid.UUID
+    reminder: str  # the fan-out kind whose batch this reports on
+
+
 class SendEmailArgs(Args):
     to: EmailAddress
     subject: HeaderText
@@ -106,6 +111,8 @@ PLATFORM_KINDS = (
     JobKind("event.starting_soon", EventArgs, EMAIL_SERVICE, QueueClass.CRITICAL, timeout_seconds=600),
     JobKind("email.send", SendEmailArgs, EMAIL_SERVICE, QueueClass.DEFAULT, timeout_seconds=120,
             limits=SENDS_EMAIL),
+    # The callback of a reminder fan-out's batch: "reminder for event X sent to N of M".
+    JobKind("event.reminder_report", ReminderReportArgs, EMAIL_SERVICE, QueueClass.LOW, timeout_seconds=60),
     JobKind("maintenance.cleanup_expired_events", NoArgs, MAINTENANCE_SERVICE, QueueClass.LOW,
             timeout_seconds=1800, limits=ONE_AT_A_TIME),
     JobKind("maintenance.cleanup_old_logs", NoArgs, MAINTENANCE_SERVICE, QueueClass.LOW, timeout_seconds=1800,

@@ -49,10 +49,10 @@ class BatchRequest(BaseModel):
 
 class BatchOut(BaseModel):
     id: uuid.UUID
-    total: int
+    total: int | None = Field(description="null while the batch is open (its producer still adds jobs)")
     succeeded: int
     failed: int = Field(description="failed, cancelled, deleted or skipped jobs")
-    pending: int
+    pending: int | None
     callback_id: uuid.UUID | None
     created_at: datetime
     finished_at: datetime | None
@@ -60,7 +60,8 @@ class BatchOut(BaseModel):
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> BatchOut:
         return cls.model_validate({**{name: row[name] for name in cls.model_fields if name != "pending"},
-                                   "pending": row["total"] - row["succeeded"] - row["failed"]})
+                                   "pending": None if row["total"] is None
+                                   else row["total"] - row["succeeded"] - row["failed"]})
 
 
 class JobOut(BaseModel):

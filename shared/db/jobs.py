@@ -408,12 +408,25 @@ async def continuation_start(executor: Executor, parent_id: uuid.UUID, on: str) 
     return JobState.SKIPPED, f"skipped: parent {parent_id} {state}, and this job runs only after success"
 
 
-async def create_batch(executor: Executor, batch_id: uuid.UUID, total: int) -> None:
-    await executor.execute("INSERT INTO batches (id, total) VALUES ($1, $2)", batch_id, total)
+async def create_batch(executor: Executor, batch_id: uuid.UUID, total: int | None) -> bool:
+    """A new batch (total None: open until sealed); False when it exists already (a producer's retry)."""
+    status = await executor.execute(
+        "INSERT INTO batches (id, total) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING", batch_id, total)
+    return bool(status == "INSERT 0 1")
+
+
+async def seal_batch(executor: Executor, batch_id: uuid.UUID) -> asyncpg.Record | None:
+    """Close an open batch at the number of jobs it holds; its callback is due at once if they all finished."""
+    return await executor.fetchrow("SELECT * FROM seal_batch($1)", batch_id)
 
 
 async def set_batch_callback(executor: Executor, batch_id: uuid.UUID, callback_id: uuid.UUID) -> None:
     await executor.execute("UPDATE batches SET callback_id = $2 WHERE id = $1", batch_id, callback_id)
+
+
+async def batch_of_callback(executor: Executor, callback_id: uuid.UUID) -> asyncpg.Record | None:
+    return await executor.fetchrow(
+        "SELECT b.* FROM batches b JOIN jobs j ON j.after_batch_id = b.id WHERE j.id = $1", callback_id)
 
 
 async def get_batch(executor: Executor, batch_id: uuid.UUID) -> asyncpg.Record | None:

@@ -11,7 +11,7 @@ ALTER TABLE jobs ADD CONSTRAINT jobs_state_check CHECK (state IN
 
 CREATE TABLE batches (
     id          uuid PRIMARY KEY,
-    total       integer NOT NULL CHECK (total >= 0),
+    total       integer CHECK (total >= 0),  -- NULL: still open, children may join (sealed by seal_batch)
     succeeded   integer NOT NULL DEFAULT 0,
     failed      integer NOT NULL DEFAULT 0,   -- failed, cancelled, deleted or skipped children
     callback_id uuid,
@@ -33,6 +33,38 @@ CREATE FUNCTION job_state_is_final(state text) RETURNS boolean LANGUAGE sql IMMU
     SELECT state IN ('succeeded', 'failed', 'deleted', 'cancelled', 'skipped')
 $$;
 
+-- A complete batch's callback becomes due (once: only an `awaiting` callback moves).
+CREATE FUNCTION batch_promote_if_complete(batch batches) RETURNS void AS $$
+BEGIN
+    IF batch.total IS NOT NULL AND batch.succeeded + batch.failed >= batch.total THEN
+        UPDATE batches SET finished_at = now() WHERE id = batch.id AND finished_at IS NULL;
+        UPDATE jobs SET state = 'scheduled', run_at = now(), updated_at = now(),
+                        state_reason = format('batch %s finished: %s succeeded, %s failed',
+                                              batch.id, batch.succeeded, batch.failed)
+         WHERE after_batch_id = batch.id AND state = 'awaiting';
+        IF FOUND THEN
+            PERFORM pg_notify('jobs_scheduled', now()::text);
+        END IF;
+    END IF;
+END
+$$ LANGUAGE plpgsql;
+
+-- An open batch (children added over several transactions, as the reminder fan-out does) gets its total
+-- when its producer is done; children that finished before are counted already.
+CREATE FUNCTION seal_batch(batch_id uuid) RETURNS batches AS $$
+DECLARE
+    batch batches%ROWTYPE;
+BEGIN
+    UPDATE batches SET total = (SELECT count(*) FROM jobs WHERE jobs.batch_id = seal_batch.batch_id)
+     WHERE id = seal_batch.batch_id AND total IS NULL
+    RETURNING * INTO batch;
+    IF FOUND THEN
+        PERFORM batch_promote_if_complete(batch);
+    END IF;
+    RETURN batch;
+END
+$$ LANGUAGE plpgsql;
+
 -- A job's first final state counts once for its batch. The batch row's lock serialises the children that
 -- finish at the same moment on different workers: exactly one of them sees the batch complete and promotes
 -- the callback.
@@ -42,16 +74,11 @@ DECLARE
 BEGIN
     NEW.batch_counted := true;
     UPDATE batches SET succeeded = succeeded + (NEW.state = 'succeeded')::int,
-                       failed = failed + (NEW.state <> 'succeeded')::int,
-                       finished_at = CASE WHEN succeeded + failed + 1 >= total THEN now() END
+                       failed = failed + (NEW.state <> 'succeeded')::int
      WHERE id = NEW.batch_id
     RETURNING * INTO batch;
-    IF FOUND AND batch.succeeded + batch.failed = batch.total THEN
-        UPDATE jobs SET state = 'scheduled', run_at = now(), updated_at = now(),
-                        state_reason = format('batch %s finished: %s succeeded, %s failed',
-                                              batch.id, batch.succeeded, batch.failed)
-         WHERE after_batch_id = batch.id AND state = 'awaiting';
-        PERFORM pg_notify('jobs_scheduled', now()::text);
+    IF FOUND THEN
+        PERFORM batch_promote_if_complete(batch);
     END IF;
     RETURN NEW;
 END
