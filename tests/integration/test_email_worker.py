@@ -18,8 +18,8 @@ from shared.registry import InvalidJobArguments
 from shared.worker import Runtime, open_runtime
 from tests.conftest import StartWorker
 from tests.support.domain_rows import insert_event, insert_participants
-from tests.support.scheduler import StartScheduler, start_scheduler_fixture  # noqa: F401  (fixture)
 from tests.support.environment import TestEnvironment
+from tests.support.scheduler import StartScheduler, start_scheduler_fixture  # noqa: F401  (fixture)
 from tests.support.smtp import SmtpSink
 from tests.support.waiting import eventually
 
