@@ -3,6 +3,8 @@
 
     eventjobs api | scheduler | email-worker | maintenance-worker | migrate
     eventjobs healthcheck SERVICE      exit 0 when SERVICE in this container is healthy (for probes)
+    eventjobs status | enqueue | requeue | delete | parking-lot | run ...   the operator's command
+                                       (services/cli.py, `eventjobs --help`)
 
 exec, not a child process: the service is PID 1's program, so SIGTERM from the orchestrator reaches it
 directly and its drain (SHUTDOWN_TIMEOUT_SECONDS) runs. `make deploy-check` checks that this list, the
@@ -24,7 +26,9 @@ SERVICES: dict[str, str] = {
 }
 HEALTHCHECK = "/opt/eventjobs/healthcheck.py"
 
-USAGE = f"usage: eventjobs {{{'|'.join(SERVICES)}}} | eventjobs healthcheck SERVICE"
+USAGE = (f"usage: eventjobs {{{'|'.join(SERVICES)}}} | eventjobs healthcheck SERVICE | eventjobs COMMAND ... "
+         "(eventjobs --help)")
+CLI = "services.cli"
 
 
 def command_for(argv: list[str]) -> list[str]:
@@ -33,7 +37,9 @@ def command_for(argv: list[str]) -> list[str]:
         return [sys.executable, "-m", SERVICES[argv[0]]]
     if len(argv) == 2 and argv[0] == "healthcheck":
         return [sys.executable, HEALTHCHECK, argv[1]]
-    print(f"unknown command {' '.join(argv)!r}\n{USAGE}", file=sys.stderr)
+    if argv:  # the operator's command answers the rest, with its own usage for what it does not know
+        return [sys.executable, "-m", CLI, *argv]
+    print(f"no command\n{USAGE}", file=sys.stderr)
     raise SystemExit(2)
 
 

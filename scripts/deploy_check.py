@@ -300,8 +300,10 @@ class Check:
                 self.problem(where, f"{service} runs module {module}, which does not exist")
         import services
 
+        # Service packages with a __main__; a plain module (services/cli.py, the operator's command that the
+        # entry point hands every other command to) is not a service.
         runnable = {f"services.{info.name}" for info in pkgutil.iter_modules(services.__path__)
-                    if importlib.util.find_spec(f"services.{info.name}.__main__") is not None}
+                    if info.ispkg and importlib.util.find_spec(f"services.{info.name}.__main__") is not None}
         for module in sorted(runnable - set(self.services.values())):
             self.problem(where, f"{module} has a __main__ but the image cannot run it")
         healthcheck = load_module(self.root / "docker" / "healthcheck.py", "eventjobs_healthcheck")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.jobs import QueueClass
 from shared.limits import KindLimits
+from shared.messages import field_messages
 from shared.retry import RetryPolicy
 
 
@@ -22,10 +23,7 @@ class UnknownJobKind(LookupError):
 class InvalidJobArguments(ValueError):
     def __init__(self, kind: str, error: ValidationError) -> None:
         self.kind = kind
-        self.details = [
-            {"field": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
-            for item in error.errors()
-        ]
+        self.details = field_messages(error.errors(), whole="")
         fields = ", ".join(detail["field"] or "args" for detail in self.details)
         super().__init__(f"arguments do not fit job kind {kind!r}: {fields}")
 

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     email_send_lease_seconds: float = Field(45.0, ge=3)
     # Open SMTP connections the email worker keeps and reuses (at most this many at once).
     smtp_pool_size: int = Field(10, ge=1, le=1000)
+    # How often the api removes parked copies of jobs that have since succeeded or been deleted.
+    parked_sweep_seconds: float = Field(300.0, gt=0)
+    # The scheduler and the workers serve /metrics and /healthz here (unset: not served); the api uses its own.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     # Issue 9. Retry delays are spread by this fraction (0.1: ±10 %) over fixed delay buckets, unless a kind's
     # RetryPolicy declares its own jitter; 0 turns it off.

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from shared import job_metrics
 from shared.client import JobClient, policy_for
 from shared.db import jobs as job_queries
 from shared.db.migrate import migrate
 from shared.db.pool import open_pool
+from shared.job_metrics import serve_metrics
 from shared.lifecycle import exit_when_dependencies_lost, heartbeat, new_server_id
 from shared.limits import effective_limits
 from shared.logs import JobLogBuffer
@@ -143,6 +145,8 @@ async def run_worker(
             progress_interval_seconds=settings.progress_interval_ms / 1000,
         )
         await consumer.start()
+        job_metrics.IN_FLIGHT.sources[service] = lambda: consumer.inflight
+        await stack.enter_async_context(serve_metrics(settings.metrics_port, settings.metrics_host))
         # The first heartbeat says "consuming": health checks and the dashboard read it as ready.
         await stack.enter_async_context(
             heartbeat(runtime.pool, server_id, service=service, queues=[work_queue(service)],

@@ -11,16 +11,20 @@ from services.api import (
     docs,
     events,
     health,
+    index,
     jobs,
     metrics,
+    parked_sweeper,
     participants,
     ratelimit,
     recurring,
+    reports,
     system,
     users,
 )
 from services.api.auth import OPERATOR_ROUTES, auth_middleware, is_protected
 from services.api.errors import error_middleware
+from services.api.examples import REQUEST_EXAMPLES
 from services.api.openapi import ApiRoutes, openapi_document
 from services.api.typedefs import RUNTIME, SETTINGS
 from shared.kinds import platform_registry
@@ -44,9 +48,11 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
             yield
 
     app.cleanup_ctx.append(runtime_ctx)
+    parked_sweeper.install(app)
     metrics.install(app)
     api_routes: list[ApiRoutes] = [health.routes, jobs.routes, users.routes, events.routes, participants.routes,
-                                   metrics.routes, docs.routes, recurring.routes, system.routes]
+                                   metrics.routes, docs.routes, recurring.routes, system.routes,
+                                   index.routes, reports.routes]
     for group in api_routes:
         app.add_routes(group.table)
     operations = [operation for group in api_routes for operation in group.operations]
@@ -54,12 +60,14 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
                                      if operation.operator)
     ratelimit.install(app)
     document = openapi_document(operations, title="eventjobs", version="0.1.0",
-                                needs_auth=lambda operation: is_protected(operation.path))
+                                needs_auth=lambda operation: is_protected(operation.path),
+                                examples=REQUEST_EXAMPLES)
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.json_response(document)
 
     app.router.add_get("/api/openapi.json", openapi_json)
     dashboard.setup(app)
+    app.add_routes(reports.pages)
     return app
 

@@ -39,7 +39,7 @@ routes = web.RouteTableDef()
 
 def setup(app: web.Application) -> None:
     """Everything the dashboard adds to the api application."""
-    from services.api import dashboard_actions, dashboard_system
+    from services.api import dashboard_actions, dashboard_parking, dashboard_system
 
     auth.install(app)
     app[REALTIME_CACHE] = {}
@@ -47,6 +47,7 @@ def setup(app: web.Application) -> None:
     app.add_routes(routes)
     app.add_routes(dashboard_system.routes)
     app.add_routes(dashboard_actions.routes)
+    app.add_routes(dashboard_parking.routes)
     app.router.add_static("/jobs/static/", STATIC, name="dashboard_static", append_version=True)
 
 
@@ -122,7 +123,9 @@ async def job_list(request: web.Request) -> web.Response:
     errors = dict(parsed.errors)
     if not errors:
         try:
-            page = await job_search.search_jobs(runtime.pool, parsed.job_filter, limit=PAGE_SIZE, cursor=cursor)
+            # The Scheduled list answers "what runs next", so it is ordered by run_at, soonest first.
+            page = await job_search.search_jobs(runtime.pool, parsed.job_filter, limit=PAGE_SIZE, cursor=cursor,
+                                                soonest_first=parsed.job_filter.state is JobState.SCHEDULED)
         except job_search.InvalidCursor:
             errors["cursor"] = "this page link is not valid any more; start from the newest"
     counts = await state_counts(runtime.pool)
@@ -167,7 +170,7 @@ async def job_page(request: web.Request) -> web.Response:
         batches=[(label, batch) for label, batch_id in (("Batch", row["batch_id"]), ("Callback of batch",
                                                                                  row["after_batch_id"]))
                  if batch_id is not None and (batch := await job_queries.get_batch(pool, batch_id)) is not None],
-        live=state not in FINAL_STATES and state is not JobState.SCHEDULED,
+        live=is_live(state, row["updated_at"]),
         script=static_url(request, "job.js"),
     )
 
@@ -176,15 +179,34 @@ async def _job_or_none(pool: asyncpg.Pool, job_id: uuid.UUID | None) -> asyncpg.
     return None if job_id is None else await job_queries.get_job(pool, job_id)
 
 
+# A run's log lines are written with its outcome or just after it, so the page keeps following a job
+# for a while after its final state, until those lines are shown too.
+SETTLE_SECONDS = 10.0
+LOG_LINES_SHOWN = 1000  # job_queries.job_logs' limit
+
+
+def is_live(state: JobState, updated_at: datetime) -> bool:
+    """Whether the job page should follow the job: moving, or final so recently that lines may still come."""
+    if state is JobState.SCHEDULED:
+        return False
+    if state not in FINAL_STATES:
+        return True
+    return (datetime.now(UTC) - updated_at).total_seconds() < SETTLE_SECONDS
+
+
 @routes.get("/jobs/job/{job_id}/state.json")
 async def job_state_json(request: web.Request) -> web.Response:
-    """The job page polls this while the job is moving and reloads when the state changes."""
+    """The job page polls this while the job is moving; it reloads when the state or the log changes."""
     job_id = path_uuid(request, "job_id", "job")
-    row = await job_queries.get_job(request.app[RUNTIME].pool, job_id)
+    pool = request.app[RUNTIME].pool
+    row = await job_queries.get_job(pool, job_id)
     if row is None:
         raise web.HTTPNotFound(reason=f"no job {job_id}")
+    logs = await pool.fetchval("SELECT count(*) FROM (SELECT 1 FROM job_logs WHERE job_id = $1 LIMIT $2) AS shown",
+                               job_id, LOG_LINES_SHOWN)
     body: dict[str, Any] = {"state": row["state"], "attempt": row["attempt"],
-                            "updated_at": row["updated_at"].isoformat(),
+                            "updated_at": row["updated_at"].isoformat(), "logs": logs,
+                            "live": is_live(JobState(row["state"]), row["updated_at"]),
                             "progress": fmt.progress(JobRedactor(row["args"]).row(row))}
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 

@@ -73,16 +73,34 @@ def selected_ids(values: list[str]) -> list[uuid.UUID]:
     return ids
 
 
+# action → (on ids, on a filter, the reason's verb)
+BULK_ACTIONS: dict[str, tuple[Callable[..., Awaitable[operations.BulkResult]],
+                              Callable[..., Awaitable[operations.BulkResult]], str]] = {
+    "requeue": (operations.requeue_jobs, operations.requeue_matching, "requeued"),
+    "delete": (operations.delete_jobs, operations.delete_matching, "deleted"),
+    "enqueue": (operations.enqueue_now_jobs, operations.enqueue_now_matching, "enqueued now"),
+}
+
+
 @routes.post("/jobs/bulk")
 async def bulk(request: web.Request) -> web.StreamResponse:
     """Requeue, delete or cancel the ticked jobs, or every job matching the list's filter (which must name a state)."""
     form = await request.post()
     runtime = request.app[RUNTIME]
     action, _, scope = str(form.get("do", "")).partition("-")
-    if action not in ("requeue", "delete", "cancel") or scope not in ("selected", "matching"):
-        raise ApiError(422, "validation_error",
-                       "choose requeue, delete or cancel, on the selected or all matching jobs")
     who = auth.actor(request)
+    # Cancel records who asked, so its entry is made per request.
+    actions: dict[str, tuple[Callable[..., Awaitable[operations.BulkResult]],
+                             Callable[..., Awaitable[operations.BulkResult]], str]] = {
+        **BULK_ACTIONS,
+        "cancel": (lambda runtime, ids, reason: operations.cancel_jobs(runtime, ids, who, reason),
+                   lambda runtime, job_filter, reason: operations.cancel_matching(runtime, job_filter, who,
+                                                                                  reason=reason),
+                   "cancelled"),
+    }
+    if action not in actions or scope not in ("selected", "matching"):
+        raise ApiError(422, "validation_error",
+                       "choose requeue, delete, enqueue or cancel, on the selected or all matching jobs")
     parsed = parse_filter({name: str(value) for name, value in form.items()}, datetime.now(UTC))
     if parsed.errors:
         raise ApiError(422, "validation_error", "; ".join(f"{name}: {msg}" for name, msg in parsed.errors.items()))
@@ -90,19 +108,11 @@ async def bulk(request: web.Request) -> web.StreamResponse:
         ids = selected_ids([str(value) for value in form.getall("id", [])])
         if not ids:
             raise ApiError(422, "validation_error", "no job selected: tick the jobs first")
-        if action == "cancel":
-            result = await operations.cancel_jobs(runtime, ids, who, f"cancelled {REASON}")
-        else:
-            run = operations.requeue_jobs if action == "requeue" else operations.delete_jobs
-            result = await run(runtime, ids, f"{action}d {REASON}")
+        result = await actions[action][0](runtime, ids, f"{actions[action][2]} {REASON}")
     else:
         if parsed.job_filter.state is None:
             raise ApiError(422, "validation_error", "a bulk action on all matching jobs needs a state filter")
-        if action == "cancel":
-            result = await operations.cancel_matching(runtime, parsed.job_filter, who, reason=f"cancelled {REASON}")
-        else:
-            run_matching = operations.requeue_matching if action == "requeue" else operations.delete_matching
-            result = await run_matching(runtime, parsed.job_filter, reason=f"{action}d {REASON}")
+        result = await actions[action][1](runtime, parsed.job_filter, reason=f"{actions[action][2]} {REASON}")
     return see_other(f"/jobs/list?{parsed.query(done='bulk', n=str(len(result.changed)))}")
 
 
@@ -131,7 +141,7 @@ async def edit(request: web.Request) -> web.StreamResponse:
     recurring_id = request.match_info["recurring_id"]
     form = await request.post()
     values = {"cron": str(form.get("cron", "")).strip(), "timezone": str(form.get("timezone", "")).strip()}
-    errors = {name: "required" for name, value in values.items() if not value}
+    errors = {name: "is required" for name, value in values.items() if not value}
     if not errors:
         try:
             await operations.update_recurring(request.app[RUNTIME], recurring_id, cron=values["cron"],

@@ -71,18 +71,25 @@ class Step:
     traceback: str | None
     ran_seconds: float | None  # how long the attempt that ended here ran
     held_seconds: float | None  # how long the job stayed in this state (None for the current one)
+    # The attempt counted over the job's whole life: `attempt` restarts at a requeue, this does not
+    # (two "attempt 1" blocks after a requeue read as one run shown twice). 0 before the first run.
+    number: int = 0
 
 
 def timeline(history: Sequence[Any]) -> list[Step]:
     """Steps from job_states rows (records or mappings), oldest first."""
     steps = []
+    number = 0
     for index, row in enumerate(history):
         following = history[index + 1]["created_at"] if index + 1 < len(history) else None
+        if row["state"] == "processing":
+            number += 1
         steps.append(Step(
             state=row["state"], at=row["created_at"], reason=row["reason"], attempt=row["attempt"],
             worker=row["worker"], error=row["error"], traceback=row["traceback"],
             ran_seconds=row["duration_ms"] / 1000 if row["duration_ms"] is not None else None,
             held_seconds=(following - row["created_at"]).total_seconds() if following is not None else None,
+            number=number,
         ))
     return steps
 

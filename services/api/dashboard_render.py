@@ -48,6 +48,7 @@ NOTICES = {
     "created": "Recurring job saved; the scheduler has it now.",
     "recurring_deleted": "Recurring job deleted; it will not fire again.",
     "bulk": "Bulk action done.",
+    "purged": "Removed from the parking lot; no job was changed.",
     "logged_out": "Logged out.",
 }
 
@@ -84,7 +85,8 @@ def common_context(request: web.Request) -> dict[str, Any]:
     notice = NOTICES.get(request.query.get("done", ""))
     count = request.query.get("n")
     if notice and count and count.isdigit():
-        notice = f"{notice} ({count} job{'' if count == '1' else 's'})"
+        noun = "message" if request.query.get("done") == "purged" else "job"
+        notice = f"{notice} ({count} {noun}{'' if count == '1' else 's'})"
     return {
         "csrf_field": CSRF_FIELD,
         "csrf_token": request.get(CSRF_TOKEN, ""),

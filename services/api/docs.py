@@ -19,6 +19,7 @@ PAGE = f"""<!doctype html>
   <meta charset="utf-8">
   <title>eventjobs API</title>
   <link rel="stylesheet" href="{ASSETS_URL}/swagger-ui.css">
+  <link rel="icon" href="/jobs/static/favicon.svg" type="image/svg+xml">
 </head>
 <body>
   <div id="swagger-ui"></div>

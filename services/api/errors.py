@@ -13,6 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from services.api.typedefs import SETTINGS
+from shared.messages import field_messages
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,8 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 
 
 def field_errors(error: ValidationError, prefix: str = "") -> list[dict[str, str]]:
-    details = []
-    for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"])
-        details.append({"field": f"{prefix}{field}" if field else prefix.rstrip(".") or "body",
-                        "message": item["msg"]})
-    return details
+    """One message per bad field, written for people (shared/messages.py)."""
+    return field_messages(error.errors(), prefix)
 
 
 def invalid_fields(details: list[dict[str, str]]) -> ApiError:

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 from aiohttp import web
@@ -55,6 +56,27 @@ def iso_text(value: Any) -> Any:
     return value
 
 
+def not_in_the_past(value: datetime) -> datetime:
+    """An event that has already started can have no reminders and no one can still come: a typo, refused."""
+    if value <= datetime.now(UTC):
+        raise ValueError(f"must be in the future (it is {value.isoformat()}, now is "
+                         f"{datetime.now(UTC).replace(microsecond=0).isoformat()})")
+    return value
+
+
+def iana_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"must be an IANA time zone, like Europe/Berlin or UTC (not {value[:100]!r})") from None
+    return value
+
+
+# The zone an event's emails show its times in; left out, SCHEDULER_TIMEZONE's.
+Timezone = Annotated[str, Field(min_length=1, max_length=100, description="IANA time zone, like Europe/Berlin"),
+                     AfterValidator(iana_zone)]
+
+
 # Naive times are refused: no guessing a zone.
 EventTime = Annotated[AwareDatetime, BeforeValidator(iso_text), AfterValidator(in_utc)]
 Title = Name  # one header line: it goes into reminder subjects
@@ -71,6 +93,12 @@ class EventIn(BaseModel):
     location: Location | None = None
     starts_at: EventTime
     ends_at: EventTime | None = None
+    timezone: Timezone | None = None
+
+    @field_validator("starts_at")
+    @classmethod
+    def _in_the_future(cls, value: datetime) -> datetime:
+        return not_in_the_past(value)
 
     @field_validator("ends_at")
     @classmethod
@@ -82,8 +110,8 @@ class EventIn(BaseModel):
 
 
 def _not_nullable(schema: dict[str, Any]) -> None:
-    """title and starts_at may be left out of a PATCH but not nulled: the schema says so too."""
-    for name in ("title", "starts_at"):
+    """title, starts_at and timezone may be left out of a PATCH but not nulled: the schema says so too."""
+    for name in ("title", "starts_at", "timezone"):
         prop = schema["properties"][name]
         prop.update(next(option for option in prop.pop("anyOf") if option.get("type") != "null"))
         prop.pop("default", None)
@@ -99,13 +127,19 @@ class EventPatch(BaseModel):
     location: Location | None = None
     starts_at: EventTime | None = None
     ends_at: EventTime | None = None
+    timezone: Timezone | None = None
 
-    @field_validator("title", "starts_at")
+    @field_validator("title", "starts_at", "timezone")
     @classmethod
     def _required_if_sent(cls, value: Any) -> Any:
         if value is None:
             raise ValueError("may be left out but not set to null")
         return value
+
+    @field_validator("starts_at")
+    @classmethod
+    def _moved_into_the_future(cls, value: datetime) -> datetime:
+        return not_in_the_past(value)
 
 
 class EventJobOut(BaseModel):
@@ -122,6 +156,8 @@ class EventOut(BaseModel):
     location: str | None
     starts_at: datetime
     ends_at: datetime | None
+    timezone: str | None = Field(None, description="the zone its emails show times in; null: the server's "
+                                                     "SCHEDULER_TIMEZONE")
     cancelled_at: datetime | None
     archived_at: datetime | None
     created_at: datetime
@@ -229,7 +265,9 @@ async def create_event(request: web.Request) -> web.Response:
     created: list[str] = []
     replayed = False
     async with write_transaction(runtime) as connection:
-        row = await event_queries.insert_event(connection, uuid.uuid4(), body.model_dump(),
+        fields = body.model_dump()
+        fields["timezone"] = body.timezone or runtime.settings.scheduler_timezone
+        row = await event_queries.insert_event(connection, uuid.uuid4(), fields,
                                                idempotency_key=key, fingerprint=fingerprint)
         if row is None:  # the key was used before: a retry gets the first answer, other content a 409
             assert key is not None

@@ -169,13 +169,13 @@ async def _bulk(
 
 
 @routes.post("/api/jobs/bulk-requeue", summary="Requeue jobs by ids, or every job matching a filter with a state",
-             body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 422))
+             body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 413, 422))
 async def bulk_requeue(request: web.Request) -> web.Response:
     return await _bulk(request, operations.requeue_jobs, operations.requeue_matching)
 
 
 @routes.post("/api/jobs/bulk-delete", summary="Delete jobs by ids, or every job matching a filter with a state",
-             body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 422))
+             body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 413, 422))
 async def bulk_delete(request: web.Request) -> web.Response:
     return await _bulk(request, operations.delete_jobs, operations.delete_matching)
 

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from services.api.errors import Handler
 from services.api.openapi import ApiRoutes
+from services.api.rabbitmq import Management, ManagementUnavailable, QueueInfo
 from services.api.typedefs import RUNTIME
+from shared.db import job_search
 from shared.db import jobs as job_queries
 
 routes = ApiRoutes("metrics")
@@ -30,12 +32,15 @@ class ApiMetrics:
     latency: Histogram
     jobs_enqueued: Counter
     dropped: DroppedDeliveries
+    system: SystemGauges
 
     @classmethod
     def create(cls) -> ApiMetrics:
         registry = CollectorRegistry()
         dropped = DroppedDeliveries()
         registry.register(dropped)
+        system = SystemGauges()
+        registry.register(system)
         return cls(
             registry,
             Counter("http_requests", "HTTP requests served", ["method", "route", "status"], registry=registry),
@@ -43,6 +48,7 @@ class ApiMetrics:
                       registry=registry),
             Counter("jobs_enqueued", "Jobs written by the api, by kind", ["kind"], registry=registry),
             dropped,
+            system,
         )
 
 
@@ -98,10 +104,48 @@ class DroppedDeliveries(Collector):
         yield family
 
 
+class SystemGauges(Collector):
+    """What the whole system holds, read at scrape time: RabbitMQ's queues (depth, ready, consumers) from
+    its management API, and jobs per state from Postgres. One api answers for the cluster, so a KEDA or HPA
+    rule and a Grafana panel need no exporter of their own."""
+
+    def __init__(self) -> None:
+        self.queues: list[QueueInfo] = []
+        self.states: dict[str, int] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        messages = GaugeMetricFamily("eventjobs_queue_messages", "Messages in a RabbitMQ queue (ready + unacked)",
+                                     labels=["queue", "role"])
+        ready = GaugeMetricFamily("eventjobs_queue_messages_ready", "Messages waiting for a consumer",
+                                  labels=["queue", "role"])
+        consumers = GaugeMetricFamily("eventjobs_queue_consumers", "Consumers of a RabbitMQ queue",
+                                      labels=["queue", "role"])
+        for queue in self.queues:
+            messages.add_metric([queue.name, queue.role], queue.messages)
+            ready.add_metric([queue.name, queue.role], queue.ready)
+            consumers.add_metric([queue.name, queue.role], queue.consumers)
+        jobs = GaugeMetricFamily("eventjobs_jobs", "Jobs per state", labels=["state"])
+        for state, count in self.states.items():
+            jobs.add_metric([state], count)
+        yield from (messages, ready, consumers, jobs)
+
+
+async def refresh_system(app: web.Application) -> None:
+    runtime = app[RUNTIME]
+    gauges = app[METRICS].system
+    try:
+        gauges.queues = await Management(runtime.settings).queues()
+    except ManagementUnavailable:
+        gauges.queues = []  # absent series, not zeros: "no consumers" must not be reported when we cannot know
+    counts = await job_search.counts_by_state(runtime.pool)
+    gauges.states = {state.value: count for state, count in counts.items()}
+
+
 @routes.get("/metrics", summary="Prometheus metrics", responses={200: None})
 async def metrics(request: web.Request) -> web.Response:
     dropped = request.app[METRICS].dropped
     rows = await job_queries.dropped_deliveries(request.app[RUNTIME].pool)
     dropped.rows = [(row["service"], row["reason"], row["count"]) for row in rows]
+    await refresh_system(request.app)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal
@@ -114,9 +114,11 @@ class ApiRoutes:
 
 
 def openapi_document(
-    operations: Iterable[Operation], *, title: str, version: str, needs_auth: Callable[[Operation], bool] | None = None
+    operations: Iterable[Operation], *, title: str, version: str, needs_auth: Callable[[Operation], bool] | None = None,
+    examples: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`needs_auth` says which operations take the bearer token (default: those marked `operator`)."""
+    """`needs_auth` says which operations take the bearer token (default: those marked `operator`);
+    `examples` are request bodies by model name, shown as each body's `example`."""
     operations = list(operations)
     models: set[type[BaseModel]] = {ErrorOut}
     for operation in operations:
@@ -168,7 +170,10 @@ def openapi_document(
         if parameters:
             spec["parameters"] = parameters
         if operation.body is not None:
-            spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(operation.body)}}}
+            media: dict[str, Any] = {"schema": ref(operation.body)}
+            if examples is not None and operation.body.__name__ in examples:
+                media["example"] = examples[operation.body.__name__]
+            spec["requestBody"] = {"required": True, "content": {"application/json": media}}
         paths.setdefault(path, {})[operation.method.lower()] = spec
     return {
         "openapi": "3.1.0",

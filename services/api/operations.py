@@ -7,6 +7,8 @@ Each action changes Postgres first (guarded by the state machine), then publishe
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,12 +21,16 @@ import asyncpg
 from services.api.errors import ApiError, invalid_fields
 from services.api.schemas import RECURRING_ID_PATTERN, RecurringOut, RecurringPut
 from services.scheduler.cron import InvalidSchedule, Schedule, parse_cron
+from shared import parking_lot
 from shared.client import EnqueuedJob
 from shared.db import job_search
 from shared.db import jobs as job_queries
 from shared.jobs import CANCELLABLE, DELETABLE, REQUEUEABLE, JobState
 from shared.registry import InvalidJobArguments, UnknownJobKind
 from shared.worker import Runtime
+
+log = logging.getLogger(__name__)
+PARKED_SWEEP_TIMEOUT_SECONDS = 10.0
 
 BULK_CHUNK = 500
 BULK_LIMIT = 10_000
@@ -59,6 +65,7 @@ async def requeue_job(runtime: Runtime, job_id: uuid.UUID, reason: str = "requeu
     row = await job_queries.requeue(runtime.pool, job_id, reason)
     if row is None:
         raise await _conflict_or_missing(runtime, job_id, "requeue", sorted(REQUEUEABLE))
+    await forget_parked(runtime, [job_id])  # before publishing: a new copy of a quick failure must stay
     await runtime.client.publish([row])
     return row
 
@@ -67,6 +74,21 @@ async def delete_job(runtime: Runtime, job_id: uuid.UUID, reason: str = "deleted
     """Delete one job (it stays in the history as `deleted`); 404 unknown, 409 when it is processing."""
     if not await job_queries.delete(runtime.pool, [job_id], reason):
         raise await _conflict_or_missing(runtime, job_id, "delete", sorted(DELETABLE))
+    await forget_parked(runtime, [job_id])
+
+
+async def forget_parked(runtime: Runtime, job_ids: Sequence[uuid.UUID]) -> None:
+    """Remove the parking-lot copies of jobs an operator requeued or deleted: they no longer say anything
+    true. Best effort after the commit: with RabbitMQ away the copies stay until the api's sweeper (deleted
+    or succeeded jobs) or a purge removes them."""
+    if not job_ids:
+        return
+    try:
+        # Bounded: a reconnecting broker must not hold the operator's requeue (the copies can wait).
+        async with asyncio.timeout(PARKED_SWEEP_TIMEOUT_SECONDS):
+            await parking_lot.forget_jobs(runtime.broker, job_ids, quorum=runtime.settings.queue_type == "quorum")
+    except Exception:  # the change itself is committed; a stale copy is not worth failing it
+        log.warning("could not remove parked copies", extra={"jobs": len(job_ids)}, exc_info=True)
 
 
 async def cancel_job(runtime: Runtime, job_id: uuid.UUID, cancelled_by: str, reason: str = "cancelled") -> None:
@@ -102,17 +124,40 @@ async def requeue_jobs(
     """Requeue many jobs by id; those in a state that forbids it are counted as skipped."""
     async def requeue(ids: list[uuid.UUID]) -> list[asyncpg.Record]:
         rows = await job_search.requeue_jobs(runtime.pool, ids, reason)
+        await forget_parked(runtime, [row["id"] for row in rows])  # before publishing, as in requeue_job
         await runtime.client.publish(list(rows))
         return rows
 
     return await _in_chunks(job_ids, requeue)
 
 
+async def enqueue_now_jobs(
+    runtime: Runtime, job_ids: Sequence[uuid.UUID], reason: str = "enqueued now by operator"
+) -> BulkResult:
+    """Run many scheduled jobs now; those no longer scheduled are counted as skipped."""
+    async def enqueue(ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+        rows = await job_search.enqueue_scheduled_now_many(runtime.pool, ids, reason)
+        await runtime.client.publish(list(rows))
+        return rows
+
+    return await _in_chunks(job_ids, enqueue)
+
+
+async def enqueue_now_matching(
+    runtime: Runtime, job_filter: job_search.JobFilter, limit: int = BULK_LIMIT,
+    reason: str = "enqueued now by operator",
+) -> BulkResult:
+    """Run up to `limit` scheduled jobs matching the filter now."""
+    return await enqueue_now_jobs(runtime, await job_search.matching_ids(runtime.pool, job_filter, limit), reason)
+
+
 async def delete_jobs(
     runtime: Runtime, job_ids: Sequence[uuid.UUID], reason: str = "deleted by operator"
 ) -> BulkResult:
     """Delete many jobs by id; those in a state that forbids it are counted as skipped."""
-    return await _in_chunks(job_ids, lambda ids: job_queries.delete(runtime.pool, ids, reason))
+    result = await _in_chunks(job_ids, lambda ids: job_queries.delete(runtime.pool, ids, reason))
+    await forget_parked(runtime, result.changed)
+    return result
 
 
 async def cancel_jobs(
@@ -163,17 +208,24 @@ def check_schedule(cron: str, timezone: str, field: str = "cron") -> Schedule:
     """The schedule for 5 crontab fields (or 6, seconds first) in `timezone`, or a 422 naming `field`.
 
     An unknown zone is a 422 naming `timezone` whatever `field` is: that is where the operator must look.
+    Both are checked, so a bad zone does not hide a bad cron expression.
     """
+    problems: list[dict[str, str]] = []
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise invalid_fields([{"field": "timezone", "message": f"unknown IANA time zone {timezone!r}"}]) from None
+        problems.append({"field": "timezone",
+                         "message": f"unknown IANA time zone {timezone!r} (a name like Europe/Berlin or UTC)"})
+        timezone = "UTC"  # only to check the cron expression on its own
+    schedule: Schedule | None = None
     try:
         schedule = parse_cron(cron, timezone)
     except (InvalidSchedule, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
-        raise invalid_fields([{"field": field, "message": str(exc) or f"invalid cron expression {cron!r}"}]) from None
-    if schedule.next_after(datetime.now(UTC)) is None:
-        raise invalid_fields([{"field": field, "message": f"cron expression {cron!r} never fires"}])
+        problems.append({"field": field, "message": str(exc) or f"invalid cron expression {cron!r}"})
+    if schedule is not None and schedule.next_after(datetime.now(UTC)) is None:
+        problems.append({"field": field, "message": f"cron expression {cron!r} never fires"})
+    if problems or schedule is None:
+        raise invalid_fields(problems)
     return schedule
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
 
+from shared import parking_lot
 from shared.messaging.topology import DEAD_QUEUE, JOBS_EXCHANGE
 from shared.settings import Settings
 
@@ -41,6 +44,8 @@ class ParkedMessage:
     service: str | None
     payload: str
     headers: dict[str, Any]
+    id: str = ""  # what a purge of selected copies names (shared/parking_lot.py)
+    parked_at: datetime | None = None
 
 
 def vhost_of(amqp_url: str) -> str:
@@ -93,9 +98,11 @@ def parked_message(raw: dict[str, Any]) -> ParkedMessage:
             kind = str(body["kind"]) if body.get("kind") is not None else None
     except ValueError:
         pass  # poison: the payload is shown as it is
+    body = base64.b64decode(payload) if raw.get("payload_encoding") == "base64" else payload.encode()
     return ParkedMessage(
         reason=headers.get("x-reason"), job_id=job_id or properties.get("message_id"),
         kind=kind or properties.get("type"), service=headers.get("service"), payload=payload, headers=headers,
+        id=parking_lot.parked_id(headers, body), parked_at=parking_lot.parked_at(headers),
     )
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, StrictBool
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, StrictBool, model_validator
 
 from services.api.errors import IDEMPOTENCY_KEY_MAX
 from shared.jobs import JobState, QueueClass
@@ -68,7 +68,11 @@ class JobOut(BaseModel):
     id: uuid.UUID
     kind: str
     args: dict[str, Any]
-    queue: QueueClass
+    queue: QueueClass = Field(description="the queue class (critical, default, low), kept for existing clients; "
+                                          "the same as queue_class")
+    # Not a RabbitMQ queue (those are jobs.<service>, see rabbitmq_queue): the name says so.
+    queue_class: QueueClass | None = Field(None, description="critical, default or low: the message priority")
+    rabbitmq_queue: str | None = Field(None, description="the RabbitMQ queue its messages go to, jobs.<service>")
     priority: int
     state: JobState
     state_reason: str | None
@@ -101,7 +105,11 @@ class JobOut(BaseModel):
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> JobOut:
         """From a row or a redacted copy of one (services/api/redaction.py)."""
-        return cls.model_validate({name: row[name] for name in cls.model_fields})
+        derived = {"queue_class", "rabbitmq_queue"}
+        fields = {name: row[name] for name in cls.model_fields if name not in derived}
+        service = row["service"] if "service" in row.keys() else None
+        return cls.model_validate({**fields, "queue_class": row["queue"],
+                                   "rabbitmq_queue": f"jobs.{service}" if service else None})
 
 
 class JobStateOut(BaseModel):
@@ -280,6 +288,31 @@ class ParkedMessageOut(BaseModel):
     kind: str | None
     service: str | None
     payload: str
+    id: str = Field("", description="names this copy in POST /api/queues/dead/purge")
+    parked_at: datetime | None = Field(None, description="when it was parked; null for copies parked before "
+                                                          "copies were stamped")
+
+
+class ParkedPurgeIn(BaseModel):
+    """Exactly one of: every parked copy, the copies with these ids, or those parked longer ago than this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    all: Literal[True] | None = Field(None, description="true: empty the whole parking lot")
+    ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]],
+                   Field(min_length=1, max_length=10_000)] | None = None
+    older_than_seconds: Annotated[int, Field(ge=0, le=10 * 366 * 86400)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ParkedPurgeIn:
+        given = [name for name in ("all", "ids", "older_than_seconds") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of all, ids or older_than_seconds")
+        return self
+
+
+class ParkedPurgeOut(BaseModel):
+    removed: int
 
 
 class ParkedMessagesOut(BaseModel):

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
 from aiohttp import web
 
 from services.api.auth import sees_secrets
+from services.api.errors import ApiError, parse_body
 from services.api.openapi import ApiRoutes
 from services.api.rabbitmq import Management, ManagementUnavailable
 from services.api.redaction import redact_payload, redact_text
 from services.api.schemas import (
     ParkedMessageOut,
     ParkedMessagesOut,
+    ParkedPurgeIn,
+    ParkedPurgeOut,
     QueueOut,
     QueuesOut,
     ServerListOut,
@@ -18,11 +25,13 @@ from services.api.schemas import (
     StatsOut,
 )
 from services.api.typedefs import RUNTIME
+from shared import parking_lot
 from shared.db import job_search, servers
 from shared.lifecycle import dead_after
 from shared.worker import Runtime
 
 routes = ApiRoutes("system")
+PURGE_TIMEOUT_SECONDS = 30.0
 
 
 async def stats(runtime: Runtime) -> StatsOut:
@@ -92,3 +101,25 @@ async def get_parked(request: web.Request) -> web.Response:
                                                       "reason": redact_text(message.reason)})
                            for message in parked.messages]
     return web.json_response(parked.model_dump(mode="json"))
+
+
+async def purge_parked(runtime: Runtime, purge: ParkedPurgeIn) -> int:
+    """Remove parked copies: all, the selected ids, or those parked longer ago than the given seconds."""
+    older_than = (None if purge.older_than_seconds is None
+                  else datetime.now(UTC) - timedelta(seconds=purge.older_than_seconds))
+    try:
+        async with asyncio.timeout(PURGE_TIMEOUT_SECONDS):  # a reconnecting broker answers 503, not a hang
+            return await parking_lot.purge(runtime.broker, every=bool(purge.all), ids=purge.ids or (),
+                                           older_than=older_than, quorum=runtime.settings.queue_type == "quorum")
+    except (RuntimeError, ConnectionError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        raise ApiError(503, "service_unavailable", "RabbitMQ is unavailable; try again shortly",
+                       [{"dependency": "rabbitmq", "message": str(exc) or type(exc).__name__}],
+                       headers={"Retry-After": "2"}) from None
+
+
+@routes.post("/api/queues/dead/purge", summary="Remove parked messages: all, selected by id, or older than",
+             body=ParkedPurgeIn, responses={200: ParkedPurgeOut}, errors=(400, 401, 403, 413, 422, 503))
+async def post_purge_parked(request: web.Request) -> web.Response:
+    purge = await parse_body(request, ParkedPurgeIn)
+    removed = await purge_parked(request.app[RUNTIME], purge)
+    return web.json_response(ParkedPurgeOut(removed=removed).model_dump(mode="json"))

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 import jinja2
@@ -110,13 +110,21 @@ class EmailHandlers:
             "event.reminder_report": self.reminder_report,
         }
 
-    def when(self, moment: datetime) -> str:
-        return moment.astimezone(self.timezone).strftime("%A %d %B %Y, %H:%M %Z")
+    def when(self, moment: datetime, timezone: str | None = None) -> str:
+        """In the event's own zone when it has one (an event at 18:00 in Berlin is announced at 18:00 CEST)."""
+        zone = self.timezone
+        if timezone:
+            try:
+                zone = ZoneInfo(timezone)
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                pass  # validated by the api; a zone database without it falls back to the default
+        return moment.astimezone(zone).strftime("%A %d %B %Y, %H:%M %Z")
 
     def event_context(self, event: asyncpg.Record, name: str) -> dict[str, Any]:
+        timezone = event["timezone"] if "timezone" in event.keys() else None
         return {
             "name": name, "title": event["title"], "starts_at": event["starts_at"].isoformat(),
-            "starts_at_text": self.when(event["starts_at"]), "location": event["location"],
+            "starts_at_text": self.when(event["starts_at"], timezone), "location": event["location"],
         }
 
     async def welcome(self, ctx: JobContext, args: WelcomeArgs) -> dict[str, Any]:

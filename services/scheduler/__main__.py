@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 from services.scheduler.due_jobs import DuePromoter, OutboxRelay
 from services.scheduler.recurring import RecurringScheduler
 from services.scheduler.wakeup import JOBS_SCHEDULED, RECURRING_CHANGED, Notifications
+from shared.job_metrics import serve_metrics
 from shared.kinds import platform_registry
 from shared.lifecycle import heartbeat, new_server_id, run_service
 from shared.registry import Registry
@@ -31,6 +32,7 @@ async def main(settings: Settings, stop: asyncio.Event, registry: Registry | Non
             heartbeat(runtime.pool, server_id, service=SERVICE, queues=[], concurrency=0,
                       interval=settings.heartbeat_seconds)
         )
+        await stack.enter_async_context(serve_metrics(settings.metrics_port, settings.metrics_host))
         await stack.enter_async_context(watch_dependencies(runtime, stop))
         notifications = Notifications(settings.database_url, (JOBS_SCHEDULED, RECURRING_CHANGED))
         stack.push_async_callback(notifications.close)

@@ -13,6 +13,7 @@ import aio_pika
 import asyncpg
 
 from services.scheduler.wakeup import wait_any
+from shared import job_metrics
 from shared.db import jobs as job_queries
 from shared.db.pool import acquire
 from shared.messaging.broker import BrokerUnavailable
@@ -74,6 +75,7 @@ class DuePromoter:
             if not rows:
                 break
             total += len(rows)
+            job_metrics.SCHEDULER_PROMOTED.inc(len(rows))
             # Published only after the promotion committed: a worker must find the row `enqueued`.
             published = await self.runtime.client.publish(list(rows))
             log.info("promoted due jobs", extra={

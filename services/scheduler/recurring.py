@@ -21,6 +21,7 @@ import asyncpg
 from services.scheduler.cron import InvalidSchedule, MisfirePolicy, Schedule, catch_up, parse_cron
 from services.scheduler.due_jobs import TRANSIENT_ERRORS, UNEXPECTED_ERROR_PAUSE_SECONDS
 from services.scheduler.wakeup import wait_any
+from shared import job_metrics
 from shared.db import recurring as recurring_queries
 from shared.db.pool import acquire
 from shared.registry import InvalidJobArguments, UnknownJobKind
@@ -140,6 +141,8 @@ class RecurringScheduler:
         policy = MisfirePolicy(row["misfire_policy"])
         plan = catch_up(schedule, policy, last_fire_time=row["last_fire_time"], now=now,
                         grace_seconds=row["misfire_grace_seconds"])
+        if plan.missed:
+            job_metrics.SCHEDULER_MISFIRES.labels(row["id"], policy.value).inc(plan.missed)
         entry = Entry(row["id"], row["kind"], args, signature, schedule, upcoming=schedule.next_after(now),
                       policy=policy, grace_seconds=row["misfire_grace_seconds"], pending=deque(plan.runs),
                       queue=row["queue"])
@@ -175,6 +178,7 @@ class RecurringScheduler:
                         now=now, grace_seconds=entry.grace_seconds)
         entry.pending = deque(plan.runs)
         entry.upcoming = entry.schedule.next_after(now)
+        job_metrics.SCHEDULER_MISFIRES.labels(entry.id, entry.policy.value).inc(plan.missed)
         log.warning("recurring jobs: the scheduler stalled; missed occurrences follow the misfire policy", extra={
             "recurring_id": entry.id, "misfire_policy": entry.policy.value, "missed": plan.missed,
             "catch_up_runs": len(plan.runs), "next_fire_time": entry.next_fire(),
@@ -196,6 +200,7 @@ class RecurringScheduler:
             log.debug("occurrence already fired by another scheduler",
                       extra={"recurring_id": entry.id, "fire_time": fire_time})
         else:
+            job_metrics.SCHEDULER_FIRES.labels(entry.id).inc()
             log.info("recurring job fired", extra={
                 "recurring_id": entry.id, "fire_time": fire_time, "job_id": str(job.id),
                 "lateness_ms": round((self.clock() - fire_time).total_seconds() * 1000, 1),

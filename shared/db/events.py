@@ -15,7 +15,7 @@ from shared.db.jobs import Executor
 EVENT_JOB_KINDS = ("event.reminder", "event.starting_soon")
 # States of an event's job that has not run yet: what a move or a cancellation deletes.
 PENDING_STATES = ("scheduled", "enqueued", "retrying")
-EDITABLE_COLUMNS = frozenset({"title", "description", "location", "starts_at", "ends_at"})
+EDITABLE_COLUMNS = frozenset({"title", "description", "location", "starts_at", "ends_at", "timezone"})
 
 
 async def insert_event(
@@ -25,12 +25,12 @@ async def insert_event(
     """The new row, or None when the idempotency key belongs to an earlier event."""
     return await executor.fetchrow(
         """INSERT INTO events (id, title, description, location, starts_at, ends_at, idempotency_key,
-                               request_fingerprint)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                               request_fingerprint, timezone)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
            ON CONFLICT (idempotency_key) DO NOTHING
            RETURNING *""",
         event_id, fields["title"], fields.get("description"), fields.get("location"), fields["starts_at"],
-        fields.get("ends_at"), idempotency_key, fingerprint,
+        fields.get("ends_at"), idempotency_key, fingerprint, fields.get("timezone"),
     )
 
 

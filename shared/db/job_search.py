@@ -122,10 +122,22 @@ def _as_uuid(text: str) -> uuid.UUID | None:
         return None
 
 
-def search_sql(job_filter: JobFilter, cursor: Cursor | None, limit: int) -> tuple[str, list[Any]]:
-    """The page query and its parameters (separate so the plan test EXPLAINs exactly what runs)."""
+def search_sql(
+    job_filter: JobFilter, cursor: Cursor | None, limit: int, *, soonest_first: bool = False
+) -> tuple[str, list[Any]]:
+    """The page query and its parameters (separate so the plan test EXPLAINs exactly what runs).
+
+    `soonest_first` orders by run_at, earliest first (the dashboard's Scheduled list: what runs next);
+    its cursor holds the last row's run_at instead of its updated_at.
+    """
     params: list[Any] = []
     where = job_filter.where(params)
+    if soonest_first:
+        if cursor is not None:
+            params.extend([cursor.updated_at, cursor.id])
+            where += f" AND (run_at, id) > (${len(params) - 1}, ${len(params)})"
+        params.append(limit)
+        return f"SELECT {LIST_COLUMNS} FROM jobs WHERE {where} ORDER BY run_at, id LIMIT ${len(params)}", params
     if cursor is not None:
         params.extend([cursor.updated_at, cursor.id])
         where += f" AND (updated_at, id) < (${len(params) - 1}, ${len(params)})"
@@ -135,16 +147,19 @@ def search_sql(job_filter: JobFilter, cursor: Cursor | None, limit: int) -> tupl
 
 
 async def search_jobs(
-    executor: Executor, job_filter: JobFilter, *, limit: int = 50, cursor: str | None = None
+    executor: Executor, job_filter: JobFilter, *, limit: int = 50, cursor: str | None = None,
+    soonest_first: bool = False,
 ) -> JobPage:
-    """One page of jobs matching `job_filter`, newest change first; raises InvalidCursor for a foreign cursor."""
+    """One page of jobs matching `job_filter`, newest change first (or soonest run_at first);
+    raises InvalidCursor for a foreign cursor."""
     limit = max(1, min(limit, MAX_PAGE))
     after = Cursor.decode(cursor) if cursor else None
-    sql, params = search_sql(job_filter, after, limit + 1)
+    sql, params = search_sql(job_filter, after, limit + 1, soonest_first=soonest_first)
     rows = await executor.fetch(sql, *params)
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = Cursor(rows[-1]["updated_at"], rows[-1]["id"]).encode() if more and rows else None
+    at = "run_at" if soonest_first else "updated_at"
+    next_cursor = Cursor(rows[-1][at], rows[-1]["id"]).encode() if more and rows else None
     return JobPage(rows, next_cursor)
 
 
@@ -257,6 +272,19 @@ async def job_emails(executor: Executor, job_id: uuid.UUID) -> list[asyncpg.Reco
 async def requeue_jobs(executor: Executor, job_ids: Sequence[uuid.UUID], reason: str) -> list[asyncpg.Record]:
     """Bulk operator requeue, the statement of shared.db.jobs.requeue; the rows moved."""
     return await executor.fetch(REQUEUE, list(job_ids), reason, REQUEUEABLE_STATES)
+
+
+async def enqueue_scheduled_now_many(
+    executor: Executor, job_ids: Sequence[uuid.UUID], reason: str
+) -> list[asyncpg.Record]:
+    """The bulk form of enqueue_scheduled_now: the rows moved (those no longer scheduled are left)."""
+    return await executor.fetch(
+        """UPDATE jobs SET state = 'enqueued', state_reason = $2, run_at = now(), published_at = NULL,
+                           updated_at = now()
+            WHERE id = ANY($1::uuid[]) AND state = 'scheduled'
+        RETURNING *""",
+        list(job_ids), reason,
+    )
 
 
 async def enqueue_scheduled_now(executor: Executor, job_id: uuid.UUID, reason: str) -> asyncpg.Record | None:

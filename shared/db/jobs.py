@@ -92,7 +92,8 @@ async def job_history(executor: Executor, job_id: uuid.UUID) -> list[asyncpg.Rec
 
 async def job_logs(executor: Executor, job_id: uuid.UUID, limit: int = 1000) -> list[asyncpg.Record]:
     return await executor.fetch(
-        "SELECT * FROM job_logs WHERE job_id = $1 ORDER BY id LIMIT $2", job_id, limit
+        # By time: a run's lines are written in batches with the time each was logged, so ids are not in order.
+        "SELECT * FROM job_logs WHERE job_id = $1 ORDER BY created_at, id LIMIT $2", job_id, limit
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
 from typing import Any
 
 import aio_pika
@@ -20,6 +22,11 @@ from shared.messaging.topology import (
 )
 
 log = logging.getLogger(__name__)
+
+
+# Stamped on every parked copy, so one can be selected, aged and removed later (shared/parking_lot.py).
+PARKED_ID_HEADER = "x-parked-id"
+PARKED_AT_HEADER = "x-parked-at"  # Unix seconds
 
 
 class BrokerUnavailable(ConnectionError):
@@ -107,7 +114,8 @@ class Broker:
         message = aio_pika.Message(
             body,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={**(headers or {}), "x-reason": reason[:1000]},
+            headers={**(headers or {}), "x-reason": reason[:1000], PARKED_ID_HEADER: uuid.uuid4().hex,
+                     PARKED_AT_HEADER: int(time.time())},
         )
         await self._publish(DEAD_EXCHANGE, message, "")
 

@@ -28,6 +28,7 @@ import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel
 
+from shared import job_metrics
 from shared.batching import Batcher
 from shared.client import JobClient, policy_for
 from shared.db import jobs as job_queries
@@ -349,6 +350,7 @@ class Consumer:
 
     async def _run(self, row: asyncpg.Record, lease: Lease, body: bytes) -> None:
         kind = self.registry.get(row["kind"])
+        started = job_metrics.job_started(self.service, row["kind"], row["attempt"], row["run_at"])
         context = JobContext(
             job_id=row["id"], kind=row["kind"], attempt=row["attempt"], max_attempts=row["max_attempts"],
             parent_id=row["parent_id"], pool=self.pool, client=self.client,
@@ -372,16 +374,20 @@ class Consumer:
             current = asyncio.current_task()
             if lease.lost is None or (current is not None and current.cancelling()):
                 raise
+            job_metrics.job_outcome(self.service, row["kind"], "lost")
             log.warning("job stopped: its lease is lost; its outcome is not recorded",
                         extra={"job_id": str(lease.job_id), "attempt": lease.attempt, "reason": lease.lost})
             return
         except Exception as exc:
+            job_metrics.handler_ended(self.service, row["kind"], started)
             failure = describe_failure(exc, timeout=kind.timeout_seconds)
             context.log.warning("attempt %d failed: %s", row["attempt"], failure.error)
             await self._fail(row, lease, kind, failure, body)
             return
-        await self._write_outcome(lease, lambda: self._succeeded.submit((lease.job_id, lease.attempt,
-                                                                        _jsonable(result))))
+        job_metrics.handler_ended(self.service, row["kind"], started)
+        recorded = await self._write_outcome(lease, lambda: self._succeeded.submit((lease.job_id, lease.attempt,
+                                                                                   _jsonable(result))))
+        job_metrics.job_outcome(self.service, row["kind"], "succeeded" if recorded else "lost")
 
     async def _call(self, kind: JobKind, context: JobContext, raw_args: Any) -> Any:
         args: BaseModel = kind.parse(raw_args)
@@ -431,6 +437,7 @@ class Consumer:
                 error=failure.error, traceback=failure.traceback, retry_in_seconds=decision.delay_seconds,
             )):
                 return
+            job_metrics.job_outcome(self.service, row["kind"], "retried")
             try:
                 await self.broker.publish_retry(
                     row["service"], Envelope(row["id"], row["kind"], row["attempt"]), row["priority"],
@@ -446,6 +453,7 @@ class Consumer:
             self.pool, row["id"], row["attempt"], self.worker_id, state=JobState.FAILED, reason=reason,
             error=failure.error, traceback=failure.traceback,
         )):
+            job_metrics.job_outcome(self.service, row["kind"], "failed")
             await self._park(body, f"{reason}: {failure.error}", {"job_id": str(row["id"]), "kind": row["kind"]})
 
     async def _release(self, lease: Lease) -> None:
@@ -520,6 +528,7 @@ class Consumer:
         except BrokerUnavailable:
             log.error("could not copy a message to the parking lot", extra={"reason": reason})
             return False
+        job_metrics.MESSAGES_PARKED.labels(self.service).inc()
         return True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -163,6 +164,35 @@ async def test_a_scheduled_job_is_enqueued_now_from_its_page(
     assert "Scheduled job enqueued now." in await page(browser, base_url + response.headers["Location"])
 
 
+async def test_the_scheduled_list_shows_run_times_soonest_first_and_enqueues_in_bulk(
+    browser: aiohttp.ClientSession, base_url: str, runtime: Runtime
+) -> None:
+    later = await runtime.client.enqueue("test.noop", {"n": 1}, delay=7200)
+    soon = await runtime.client.enqueue("test.noop", {"n": 2}, delay=600)
+    soonest = await runtime.client.enqueue("test.noop", {"n": 3}, delay=60)
+    assert later and soon and soonest
+    url = f"{base_url}/jobs/list?state=scheduled"
+    html = await page(browser, url)
+
+    assert "Runs at" in html and "Changed" not in html.split("<thead>")[1].split("</thead>")[0]
+    assert 'class="select-all" data-select="jobs"' in html
+    order = [html.index(str(job.id)) for job in (soonest, soon, later)]
+    assert order == sorted(order), "soonest first"
+    assert "in 2 h" in html and "in 10 min" in html
+    run_at = await runtime.pool.fetchval("SELECT run_at FROM jobs WHERE id = $1", later.id)
+    assert f"{run_at:%Y-%m-%d %H:%M:%S} UTC" in html
+
+    response = await post_form(browser, f"{base_url}/jobs/bulk",
+                               {"do": "enqueue-selected", "state": "scheduled", "id": [str(soon.id), str(later.id)]},
+                               url)
+    assert response.status == 303 and "n=2" in response.headers["Location"]
+    states = {job.id: await job_queries.job_state(runtime.pool, job.id) for job in (later, soon, soonest)}
+    assert states == {later.id: "enqueued", soon.id: "enqueued", soonest.id: "scheduled"}
+    response = await post_form(browser, f"{base_url}/jobs/bulk", {"do": "enqueue-matching", "state": "scheduled"}, url)
+    assert response.status == 303 and "n=1" in response.headers["Location"]
+    assert await job_queries.job_state(runtime.pool, soonest.id) == "enqueued"
+
+
 async def test_recurring_edit_shows_validation_errors_and_saves_good_values(
     browser: aiohttp.ClientSession, base_url: str, runtime: Runtime
 ) -> None:
@@ -174,12 +204,19 @@ async def test_recurring_edit_shows_validation_errors_and_saves_good_values(
     html = await page(browser, edit_page)  # the stored value is unchanged
     assert "0 6 * * *" in html
 
-    token = csrf_from(await page(browser, edit_page))
-    async with browser.post(f"{url}/generate-daily-report/edit",
-                            data={"cron": "0 7 * * *", "timezone": "Mars/Olympus", "csrf_token": token}) as bad:
-        text = await bad.text()
-        assert bad.status == 422
-        assert "Mars/Olympus" in text and "unknown IANA time zone" in text
+    async def refused(cron: str, timezone: str) -> str:
+        token = csrf_from(await page(browser, edit_page))
+        async with browser.post(f"{url}/generate-daily-report/edit",
+                                data={"cron": cron, "timezone": timezone, "csrf_token": token}) as bad:
+            assert bad.status == 422
+            return await bad.text()
+
+    text = await refused("0 7 * * *", "Mars/Olympus")
+    assert "Mars/Olympus" in text and "unknown IANA time zone" in text
+    # Both fields at once: a bad zone does not hide a bad cron expression.
+    text = await refused("99 7 * * *", "Mars/Olympus")
+    assert "unknown IANA time zone" in text and "99" in text
+    assert text.count('class="field-error" role="alert"') == 2, text
 
     response = await post_form(browser, f"{url}/generate-daily-report/edit",
                                {"cron": "30 7 * * 1-5", "timezone": "Europe/Paris"}, edit_page)
@@ -246,3 +283,82 @@ async def test_an_action_the_state_forbids_and_an_unknown_job_are_explained_on_a
     assert await job_queries.job_state(runtime.pool, job_id) == "processing"
     html = await page(browser, f"{base_url}/jobs/job/{uuid.uuid4()}", status=404)
     assert "Not found" in html and "text/html" in (await browser.get(f"{base_url}/jobs/job/nope")).content_type
+
+
+async def test_the_queues_page_purges_selected_and_all_parked_messages(
+    browser: aiohttp.ClientSession, base_url: str, runtime: Runtime
+) -> None:
+    for n in range(3):
+        await runtime.broker.publish_dead(f"poison {n}".encode(), f"undecodable {n}")
+    url = f"{base_url}/jobs/queues"
+
+    async def three_shown() -> str | None:
+        html = await page(browser, url)
+        return html if html.count('form="purge-form"') == 3 else None
+
+    html = await eventually(three_shown, what="three parked messages with their boxes on the Queues page")
+    assert "a copy goes when its job is requeued, deleted or succeeds" in html
+    assert 'data-confirm="Empty the whole parking lot?' in html
+    first_id = re.findall(r'name="id" value="([0-9a-f]+)" form="purge-form"', html)[0]
+
+    response = await post_form(browser, f"{url}/purge", {"do": "selected", "id": first_id}, url)
+    assert response.status == 303
+    assert "Removed from the parking lot; no job was changed. (1 message)" in await page(
+        browser, base_url + response.headers["Location"])
+    response = await post_form(browser, f"{url}/purge", {"do": "all"}, url)
+    assert response.status == 303 and "n=2" in response.headers["Location"]
+    assert "The parking lot is empty." in await page(browser, url)
+
+
+async def test_the_job_page_counts_attempts_across_requeues_and_shows_logs_in_time_order(
+    browser: aiohttp.ClientSession, base_url: str, runtime: Runtime, start_worker: StartWorker
+) -> None:
+    await start_worker()
+    job = await runtime.client.enqueue("test.permanent", {})
+    assert job is not None
+
+    async def failed() -> bool:
+        return await job_queries.job_state(runtime.pool, job.id) == "failed"
+
+    await eventually(failed, what="the first run to fail")
+    html = await page(browser, f"{base_url}/jobs/job/{job.id}")
+    response = await post_form(browser, f"{base_url}/jobs/job/{job.id}/requeue", {}, f"{base_url}/jobs/job/{job.id}")
+    assert response.status == 303
+
+    async def failed_again() -> bool:
+        count = await runtime.pool.fetchval(
+            "SELECT count(*) FROM job_states WHERE job_id = $1 AND state = 'failed'", job.id)
+        return bool(count == 2)
+
+    await eventually(failed_again, what="the requeued run to fail")
+    # Lines written in batches carry the time they were logged: ids are not in time order.
+    now = datetime.now(UTC)
+    await runtime.pool.executemany(
+        "INSERT INTO job_logs (job_id, level, message, created_at) VALUES ($1, 'INFO', $2, $3)",
+        [(job.id, "second line", now), (job.id, "first line", now - timedelta(seconds=5))])
+
+    html = await page(browser, f"{base_url}/jobs/job/{job.id}")
+    assert html.count('<span class="attempt-no">attempt 2</span>') == 1, html
+    assert html.count('<span class="attempt-no">attempt 1</span>') == 1
+    assert "(1 since the last requeue)" in html
+    assert html.index("first line") < html.index("second line")
+    assert 'data-live="yes"' in html  # just failed: its last lines may still arrive
+    async with browser.get(f"{base_url}/jobs/job/{job.id}/state.json") as state:
+        body = await state.json()
+    assert (body["state"], body["logs"], body["live"]) == ("failed", 2, True)
+
+
+async def test_small_truths_failed_zero_not_red_no_concurrency_for_services_without_jobs_docs_favicon(
+    browser: aiohttp.ClientSession, base_url: str, runtime: Runtime
+) -> None:
+    await runtime.pool.execute(
+        """INSERT INTO servers (id, service, host, pid, queues, concurrency, started_at, last_heartbeat)
+           VALUES ('scheduler:here:2:abc', 'scheduler', 'here', 2, '{}', 0, now(), now())""")
+    overview = await page(browser, f"{base_url}/jobs")
+    assert 'class="card-value zero" data-count="failed">0<' in overview
+    listing = await page(browser, f"{base_url}/jobs/list")
+    assert '<span class="count zero">0</span>' in listing
+    servers = await page(browser, f"{base_url}/jobs/servers")
+    assert 'title="runs no jobs">—</span>' in servers
+    docs = await page(browser, f"{base_url}/api/docs")
+    assert 'rel="icon" href="/jobs/static/favicon.svg"' in docs

@@ -157,3 +157,26 @@ async def test_moving_or_cancelling_deletes_the_pending_sends_of_the_old_schedul
     new_send = await send(schedule_revision=1)
     await call(api, "POST", f"/api/events/{event['id']}/cancel")
     assert await platform.pool.fetchval("SELECT state_reason FROM jobs WHERE id = $1", new_send) == "event cancelled"
+
+
+@pytest.mark.usefixtures("email_worker")
+async def test_an_event_in_its_own_time_zone_is_announced_in_it(
+    api: TestClient[Any, Any], platform: Runtime, sink: SmtpSink
+) -> None:
+    # 18:00 in Berlin (summer time), while the server's SCHEDULER_TIMEZONE is UTC.
+    event = await call(api, "POST", "/api/events", 201, json={
+        "title": "Launch", "starts_at": "2031-07-01T18:00:00+02:00", "timezone": "Europe/Berlin"})
+    assert event["timezone"] == "Europe/Berlin"
+    default = await call(api, "POST", "/api/events", 201, json={"title": "Plain", "starts_at": "2031-07-01T18:00:00Z"})
+    assert default["timezone"] == "UTC"
+    bad = await api.post("/api/events", json={"title": "X", "starts_at": "2031-07-01T18:00:00Z",
+                                              "timezone": "Mars/Base"})
+    assert bad.status == 422 and (await bad.json())["error"]["details"][0]["field"] == "timezone"
+
+    await insert_participants(platform.pool, uuid.UUID(event["id"]), 1)
+    await call(api, "POST", f"/api/jobs/{reminder_id(event)}/enqueue")
+    [message] = await sink.wait_for(1)
+    assert start_text(message) == "Tuesday 01 July 2031, 18:00 CEST"
+
+    moved = await call(api, "PATCH", f"/api/events/{event['id']}", json={"timezone": "America/New_York"})
+    assert moved["timezone"] == "America/New_York"

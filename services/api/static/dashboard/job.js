@@ -1,11 +1,13 @@
 // The job page of a moving job: poll its state every 2 s, update its progress bar, and reload the page when
-// the state changes.
+// the state or the number of log lines changes. A job that just finished is followed a little longer (the
+// server says how long with "live"), so the lines its last run wrote with its outcome are shown too.
 (function () {
   "use strict";
   var INTERVAL_MS = 2000;
   var job = document.getElementById("job");
   if (!job || job.dataset.live !== "yes") { return; }
   var rendered = job.dataset.state;
+  var renderedLogs = Number(job.dataset.logs || "0");
   var url = "/jobs/job/" + encodeURIComponent(job.dataset.jobId) + "/state.json";
 
   function showProgress(progress) {
@@ -26,8 +28,9 @@
     fetch(url, { credentials: "same-origin", cache: "no-store" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (body) {
-        if (body && body.state !== rendered) { window.location.reload(); return; }
+        if (body && (body.state !== rendered || body.logs !== renderedLogs)) { window.location.reload(); return; }
         if (body) { showProgress(body.progress); }
+        if (body && body.live === false) { return; }  // final and settled: nothing more will come
         window.setTimeout(poll, INTERVAL_MS);
       })
       .catch(function () { window.setTimeout(poll, INTERVAL_MS); });

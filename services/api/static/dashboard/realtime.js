@@ -64,7 +64,10 @@
     draw(body.series);
     Object.keys(body.counts).forEach(function (state) {
       var cell = document.querySelector('[data-count="' + state + '"]');
-      if (cell) { cell.textContent = String(body.counts[state]); }
+      if (cell) {
+        cell.textContent = String(body.counts[state]);
+        cell.classList.toggle("zero", body.counts[state] === 0);
+      }
     });
     var servers = document.querySelector('[data-count="servers_alive"]');
     if (servers) { servers.textContent = String(body.servers_alive); }
