@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,7 +56,7 @@ class BatchRefused(ValueError):
 
 @dataclass(frozen=True)
 class JobSpec:
-    """One job of an `enqueue_many` batch; the fields mean what `enqueue`'s arguments do."""
+    """One job of `enqueue_many`, of a batch, or a batch's callback; the fields mean what `enqueue`'s arguments do."""
 
     kind: str
     args: Mapping[str, Any] = field(default_factory=dict)
@@ -76,7 +77,24 @@ class EnqueuedJob:
 
 
 def policy_for(kind: JobKind, default: RetryPolicy) -> RetryPolicy:
-    return kind.retry or default
+    """The kind's own policy (its jitter, when it declares none, the default's) or the default."""
+    return kind.retry.with_jitter(default.jitter or 0.0) if kind.retry else default
+
+
+CONTINUE_ON = ("succeeded", "finished")
+
+
+class UnknownParentJob(LookupError):
+    def __init__(self, job_id: uuid.UUID) -> None:
+        super().__init__(f"no job {job_id} to continue")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: uuid.UUID
+    job_ids: list[uuid.UUID]
+    callback_id: uuid.UUID | None
 
 
 class JobClient:
@@ -109,28 +127,110 @@ class JobClient:
         parent_id: uuid.UUID | None = None,
         recurring_id: str | None = None,
         fire_time: datetime | None = None,
+        after: uuid.UUID | None = None,
+        on: str = "succeeded",
+        batch_id: uuid.UUID | None = None,
     ) -> EnqueuedJob | None:
         """Write the job and publish it after commit.
 
+        With `after`, a continuation: it waits (`awaiting`) until that job has "succeeded" (skipped when it
+        ends otherwise) or "finished" in any final state, as `on` says; run_at / delay then count from there.
         Returns None only for a recurring occurrence (recurring_id, fire_time) that exists already.
-        Raises UnknownJobKind / InvalidJobArguments / IdempotencyConflict / ValueError before writing.
+        Raises UnknownJobKind / InvalidJobArguments / IdempotencyConflict / UnknownParentJob / ValueError
+        before writing.
         """
         job_kind, clean_args = self.registry.validate(kind, args or {})
+        if on not in CONTINUE_ON:
+            raise ValueError(f"on must be one of {', '.join(CONTINUE_ON)}")
         new_job = self._new_job(
             job_kind, clean_args, queue=queue, run_at=run_at, delay=delay, max_attempts=max_attempts,
             idempotency_key=idempotency_key, parent_id=parent_id, recurring_id=recurring_id,
             fire_time=fire_time,
         )
-        if connection is None and recurring_id is None:
+        if after is not None:
+            new_job = replace(new_job, after_id=after, after_on=on)
+        if batch_id is not None:  # joins an open batch (open_batch); sealed by its producer
+            new_job = replace(new_job, batch_id=batch_id)
+        if connection is None and recurring_id is None and after is None and batch_id is None:
+            # A plain job: concurrent callers share one INSERT and one commit.
             outcome = await self._grouped_inserts.submit(new_job)
             if isinstance(outcome, Exception):
                 raise outcome
             row = outcome
         elif connection is None:
             async with acquire(self.pool) as own:
-                row = await self._insert(own, new_job)
+                if after is None:
+                    row = await self._insert(own, new_job)
+                else:
+                    async with own.transaction():  # the parent stays share-locked until the insert commits
+                        row = await self._insert(own, await self._continuation(own, new_job))
         else:
+            if after is not None:
+                new_job = await self._continuation(connection, new_job)
             row = await self._insert(connection, new_job)
+        return await self._written(row, new_job, connection)
+
+    async def _continuation(self, connection: asyncpg.Connection, job: job_queries.NewJob) -> job_queries.NewJob:
+        assert job.after_id is not None and job.after_on is not None
+        try:
+            state, reason = await job_queries.continuation_start(connection, job.after_id, job.after_on)
+        except LookupError:
+            raise UnknownParentJob(job.after_id) from None
+        return replace(job, state=state, state_reason=reason)
+
+    async def enqueue_batch(
+        self, jobs: Sequence[JobSpec], then: JobSpec | None = None, *, connection: asyncpg.Connection | None = None,
+    ) -> Batch:
+        """Enqueue `jobs` as one batch, and `then` to run once when every one of them has finished (in any
+        final state; the batch row counts succeeded and failed). All or nothing: validated before writing,
+        written in one transaction, published after it commits."""
+        children = [self._spec_job(spec) for spec in jobs]
+        callback = self._spec_job(then) if then is not None else None
+        batch_id = uuid.uuid4()
+        children = [replace(child, batch_id=batch_id) for child in children]
+        if callback is not None:
+            # An empty batch has nothing to wait for: its callback is due at once.
+            callback = replace(callback, after_batch_id=batch_id,
+                               state=JobState.AWAITING if children else None,
+                               state_reason=f"waiting for batch {batch_id}" if children else "empty batch")
+        async with contextlib.AsyncExitStack() as stack:
+            if connection is None:
+                connection = await stack.enter_async_context(acquire(self.pool))
+                await stack.enter_async_context(self.transaction(connection))
+            await job_queries.create_batch(connection, batch_id, len(children))
+            for child in children:
+                await self._written(await self._insert(connection, child), child, connection)
+            if callback is not None:
+                await self._written(await self._insert(connection, callback), callback, connection)
+                await job_queries.set_batch_callback(connection, batch_id, callback.id)
+        return Batch(batch_id, [child.id for child in children], callback.id if callback is not None else None)
+
+    async def open_batch(self, batch_id: uuid.UUID, then: JobSpec) -> bool:
+        """A batch that jobs join one by one (`enqueue(..., batch_id=)`), over many transactions, until
+        `seal_batch`; `then` runs once when it is sealed and every job in it has finished. Idempotent on
+        `batch_id` (False: it existed), so a producer that is retried reuses its batch."""
+        callback = replace(self._spec_job(then), after_batch_id=batch_id, state=JobState.AWAITING,
+                           state_reason=f"waiting for batch {batch_id}")
+        async with acquire(self.pool) as connection, self.transaction(connection):
+            if not await job_queries.create_batch(connection, batch_id, None):
+                return False
+            await self._written(await self._insert(connection, callback), callback, connection)
+            await job_queries.set_batch_callback(connection, batch_id, callback.id)
+        return True
+
+    async def seal_batch(self, batch_id: uuid.UUID) -> None:
+        await job_queries.seal_batch(self.pool, batch_id)
+
+    def _spec_job(self, spec: JobSpec) -> job_queries.NewJob:
+        kind, args = self.registry.validate(spec.kind, spec.args)
+        return self._new_job(kind, args, queue=spec.queue, run_at=spec.run_at, delay=spec.delay,
+                             max_attempts=spec.max_attempts, idempotency_key=spec.idempotency_key,
+                             parent_id=spec.parent_id, recurring_id=None, fire_time=None)
+
+    async def _written(
+        self, row: asyncpg.Record | None, new_job: job_queries.NewJob, connection: asyncpg.Connection | None
+    ) -> EnqueuedJob | None:
+        """The written row as an EnqueuedJob, published now or after the caller's transaction commits."""
         if row is None:
             return None
         created = row["id"] == new_job.id

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shared.jobs import QueueClass
+from shared.limits import SMTP_GROUP, KindLimits
 from shared.registry import JobKind, Registry
 
 EMAIL_SERVICE = "email"
@@ -81,6 +82,11 @@ class EventArgs(Args):
     schedule_revision: int | None = None
 
 
+class ReminderReportArgs(Args):
+    event_id: uuid.UUID
+    reminder: str  # the fan-out kind whose batch this reports on
+
+
 class SendEmailArgs(Args):
     to: EmailAddress
     subject: HeaderText
@@ -91,17 +97,28 @@ class SendEmailArgs(Args):
     schedule_revision: int | None = None  # a reminder send: part of that event schedule, deleted when it moves
 
 
+# The kinds that talk to the SMTP server share its rate (SMTP_RATE_PER_SECOND); the maintenance jobs that
+# scan whole tables never overlap themselves (a slow run and the next occurrence, or a manual trigger).
+SENDS_EMAIL = KindLimits(group=SMTP_GROUP)
+ONE_AT_A_TIME = KindLimits(concurrency=1)
+
 PLATFORM_KINDS = (
-    JobKind("email.welcome", WelcomeArgs, EMAIL_SERVICE, QueueClass.CRITICAL, timeout_seconds=120),
+    JobKind("email.welcome", WelcomeArgs, EMAIL_SERVICE, QueueClass.CRITICAL, timeout_seconds=120,
+            limits=SENDS_EMAIL),
     JobKind("email.event_confirmation", EventConfirmationArgs, EMAIL_SERVICE, QueueClass.DEFAULT,
-            timeout_seconds=120),
+            timeout_seconds=120, limits=SENDS_EMAIL),
     JobKind("event.reminder", EventArgs, EMAIL_SERVICE, QueueClass.DEFAULT, timeout_seconds=600),
     JobKind("event.starting_soon", EventArgs, EMAIL_SERVICE, QueueClass.CRITICAL, timeout_seconds=600),
-    JobKind("email.send", SendEmailArgs, EMAIL_SERVICE, QueueClass.DEFAULT, timeout_seconds=120),
+    JobKind("email.send", SendEmailArgs, EMAIL_SERVICE, QueueClass.DEFAULT, timeout_seconds=120,
+            limits=SENDS_EMAIL),
+    # The callback of a reminder fan-out's batch: "reminder for event X sent to N of M".
+    JobKind("event.reminder_report", ReminderReportArgs, EMAIL_SERVICE, QueueClass.LOW, timeout_seconds=60),
     JobKind("maintenance.cleanup_expired_events", NoArgs, MAINTENANCE_SERVICE, QueueClass.LOW,
-            timeout_seconds=1800),
-    JobKind("maintenance.cleanup_old_logs", NoArgs, MAINTENANCE_SERVICE, QueueClass.LOW, timeout_seconds=1800),
-    JobKind("maintenance.daily_report", NoArgs, MAINTENANCE_SERVICE, QueueClass.DEFAULT, timeout_seconds=600),
+            timeout_seconds=1800, limits=ONE_AT_A_TIME),
+    JobKind("maintenance.cleanup_old_logs", NoArgs, MAINTENANCE_SERVICE, QueueClass.LOW, timeout_seconds=1800,
+            limits=ONE_AT_A_TIME),
+    JobKind("maintenance.daily_report", NoArgs, MAINTENANCE_SERVICE, QueueClass.DEFAULT, timeout_seconds=600,
+            limits=ONE_AT_A_TIME),
     JobKind("maintenance.reap_dead_servers", NoArgs, MAINTENANCE_SERVICE, QueueClass.CRITICAL,
             timeout_seconds=300),
 )

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from shared.jobs import QueueClass
+from shared.limits import KindLimits
 from shared.messages import field_messages
 from shared.retry import RetryPolicy
 
@@ -39,6 +40,7 @@ class JobKind:
     queue: QueueClass = QueueClass.DEFAULT
     retry: RetryPolicy | None = None  # None: the settings' RETRY_ATTEMPTS / RETRY_DELAYS
     timeout_seconds: float = 300.0
+    limits: KindLimits | None = None  # cluster-wide concurrency / rate; KIND_LIMITS overrides (shared/limits.py)
 
     def parse(self, args: Mapping[str, Any]) -> BaseModel:
         try:

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.limits import LimitOverride
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
@@ -88,6 +90,17 @@ class Settings(BaseSettings):
     # The scheduler and the workers serve /metrics and /healthz here (unset: not served); the api uses its own.
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+
+    # Issue 9. Retry delays are spread by this fraction (0.1: ±10 %) over fixed delay buckets, unless a kind's
+    # RetryPolicy declares its own jitter; 0 turns it off.
+    retry_jitter: float = Field(0.1, ge=0, lt=1)
+    # Per-kind limits over the ones declared with the kinds, as JSON: {"email.send": {"rate": 20}} (rate per
+    # per_seconds, default 1; concurrency: runs at once across all workers). See shared/limits.py.
+    kind_limits: dict[str, LimitOverride] = {}
+    # Messages per second to the SMTP server, shared by every kind that sends mail; unset: no limit.
+    smtp_rate_per_second: float | None = Field(None, gt=0)
+    # A handler's context.progress() is stored at most this often (the last report of a run always).
+    progress_interval_ms: int = Field(500, ge=0, le=60_000)
 
     @field_validator("admin_emails", "retry_delays", mode="before")
     @classmethod

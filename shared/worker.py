@@ -12,12 +12,13 @@ from dataclasses import dataclass
 import asyncpg
 
 from shared import job_metrics
-from shared.client import JobClient
+from shared.client import JobClient, policy_for
 from shared.db import jobs as job_queries
 from shared.db.migrate import migrate
 from shared.db.pool import open_pool
 from shared.job_metrics import serve_metrics
 from shared.lifecycle import exit_when_dependencies_lost, heartbeat, new_server_id
+from shared.limits import effective_limits
 from shared.logs import JobLogBuffer
 from shared.messaging.broker import Broker
 from shared.messaging.consumer import Consumer, Handler
@@ -30,12 +31,15 @@ log = logging.getLogger(__name__)
 
 
 def default_retry(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(settings.retry_attempts, settings.retry_delays)
+    return RetryPolicy(settings.retry_attempts, settings.retry_delays, settings.retry_jitter)
 
 
 def topology_for(registry: Registry, settings: Settings) -> Topology:
-    return build_topology(registry.services(), {*settings.retry_delays, *registry.retry_delays()},
-                          settings.queue_type)
+    """Service queues, and one delay queue per delay any policy may wait, jitter buckets included."""
+    default = default_retry(settings)
+    delays = {delay for policy in (default, *(policy_for(kind, default) for kind in registry))
+              for delay in policy.queue_delays()}
+    return build_topology(registry.services(), delays, settings.queue_type)
 
 
 @dataclass
@@ -137,6 +141,8 @@ async def run_worker(
             default_retry=runtime.client.default_retry, prefetch=prefetch, concurrency=concurrency,
             lease_seconds=settings.job_lease_seconds, renew_every_seconds=settings.heartbeat_seconds,
             fence_after_seconds=settings.lease_fence_seconds(),
+            limits=effective_limits(registry, settings),
+            progress_interval_seconds=settings.progress_interval_ms / 1000,
         )
         await consumer.start()
         job_metrics.IN_FLIGHT.sources[service] = lambda: consumer.inflight

@@ -285,6 +285,14 @@ def principal_of(request: web.Request) -> Principal | None:
     return request.get(PRINCIPAL)
 
 
+def actor(request: web.Request) -> str:
+    """Who is acting, as recorded on what they changed (a cancelled job's `cancelled_by`): tokens are shared
+    per role, so the role, how it authenticated and the TCP peer are what can be told."""
+    principal = principal_of(request)
+    who = f"{principal.role.value} via {principal.via}" if principal is not None else "anonymous"
+    return f"{who} from {request.remote or 'unknown address'}"
+
+
 def sees_secrets(request: web.Request) -> bool:
     """Whether the JSON API may show this caller raw arguments, errors and logs: operators only, and not
     under DASHBOARD_READ_ONLY (which makes everyone a reader). The dashboard redacts for everyone."""

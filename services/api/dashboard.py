@@ -4,6 +4,7 @@ dashboard_system.py (recurring, queues, servers), dashboard_actions.py (every PO
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from services.api.typedefs import RUNTIME
 from shared.db import job_search
 from shared.db import jobs as job_queries
 from shared.db import servers as server_queries
-from shared.jobs import DELETABLE, FINAL_STATES, REQUEUEABLE, JobState, QueueClass
+from shared.jobs import CANCELLABLE, DELETABLE, FINAL_STATES, REQUEUEABLE, JobState, QueueClass
 from shared.lifecycle import dead_after
 from shared.worker import Runtime
 
@@ -136,8 +137,10 @@ async def job_list(request: web.Request) -> web.Response:
         first_page=cursor is None,
         counts=counts, state=state.value if state else "",
         kinds=kinds, queues=[queue.value for queue in QueueClass],
-        bulk=state in (JobState.FAILED, JobState.SUCCEEDED, JobState.DELETED, JobState.SCHEDULED),
+        bulk=state in (JobState.FAILED, JobState.SUCCEEDED, JobState.DELETED, JobState.SCHEDULED)
+        or state in CANCELLABLE,
         requeueable={s.value for s in REQUEUEABLE}, deletable={s.value for s in DELETABLE},
+        cancellable={s.value for s in CANCELLABLE},
     )
 
 
@@ -162,9 +165,18 @@ async def job_page(request: web.Request) -> web.Response:
         children=[redact_job(child) for child in await job_search.children(pool, job_id)],
         children_counts={s.value: n for s, n in (await job_search.children_counts(pool, job_id)).items()},
         can_requeue=state in REQUEUEABLE, can_delete=state in DELETABLE, can_enqueue_now=state is JobState.SCHEDULED,
+        can_cancel=state in CANCELLABLE, progress=fmt.progress(redactor.row(row)),
+        waits_for=redact_job(after) if (after := await _job_or_none(pool, row["after_id"])) else None,
+        batches=[(label, batch) for label, batch_id in (("Batch", row["batch_id"]), ("Callback of batch",
+                                                                                 row["after_batch_id"]))
+                 if batch_id is not None and (batch := await job_queries.get_batch(pool, batch_id)) is not None],
         live=is_live(state, row["updated_at"]),
         script=static_url(request, "job.js"),
     )
+
+
+async def _job_or_none(pool: asyncpg.Pool, job_id: uuid.UUID | None) -> asyncpg.Record | None:
+    return None if job_id is None else await job_queries.get_job(pool, job_id)
 
 
 # A run's log lines are written with its outcome or just after it, so the page keeps following a job
@@ -194,7 +206,8 @@ async def job_state_json(request: web.Request) -> web.Response:
                                job_id, LOG_LINES_SHOWN)
     body: dict[str, Any] = {"state": row["state"], "attempt": row["attempt"],
                             "updated_at": row["updated_at"].isoformat(), "logs": logs,
-                            "live": is_live(JobState(row["state"]), row["updated_at"])}
+                            "live": is_live(JobState(row["state"]), row["updated_at"]),
+                            "progress": fmt.progress(JobRedactor(row["args"]).row(row))}
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 

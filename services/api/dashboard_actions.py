@@ -6,18 +6,21 @@ Each action answers 303 to a page (post/redirect/get), so a reload never repeats
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from services.api import auth, operations, ratelimit
 from services.api.dashboard_filters import parse_filter
 from services.api.dashboard_render import render_login, safe_next
-from services.api.dashboard_system import render_recurring
+from services.api.dashboard_system import NEW_RECURRING, render_recurring
 from services.api.errors import ApiError, path_uuid
+from services.api.schemas import RecurringPut
 from services.api.typedefs import RUNTIME, SETTINGS
 from shared.worker import Runtime
 
@@ -48,6 +51,13 @@ async def delete(request: web.Request) -> web.StreamResponse:
     return await _act(request, operations.delete_job, "deleted", reason="deleted")
 
 
+@routes.post("/jobs/job/{job_id}/cancel")
+async def cancel(request: web.Request) -> web.StreamResponse:
+    who = auth.actor(request)
+    return await _act(request, lambda runtime, job_id, reason: operations.cancel_job(runtime, job_id, who, reason),
+                      "cancelled", reason="cancelled")
+
+
 @routes.post("/jobs/job/{job_id}/enqueue")
 async def enqueue_now(request: web.Request) -> web.StreamResponse:
     return await _act(request, operations.enqueue_now, "enqueued", reason="enqueued now")
@@ -74,13 +84,23 @@ BULK_ACTIONS: dict[str, tuple[Callable[..., Awaitable[operations.BulkResult]],
 
 @routes.post("/jobs/bulk")
 async def bulk(request: web.Request) -> web.StreamResponse:
-    """Requeue or delete the ticked jobs, or every job matching the list's filter (which must name a state)."""
+    """Requeue, delete or cancel the ticked jobs, or every job matching the list's filter (which must name a state)."""
     form = await request.post()
     runtime = request.app[RUNTIME]
     action, _, scope = str(form.get("do", "")).partition("-")
-    if action not in BULK_ACTIONS or scope not in ("selected", "matching"):
+    who = auth.actor(request)
+    # Cancel records who asked, so its entry is made per request.
+    actions: dict[str, tuple[Callable[..., Awaitable[operations.BulkResult]],
+                             Callable[..., Awaitable[operations.BulkResult]], str]] = {
+        **BULK_ACTIONS,
+        "cancel": (lambda runtime, ids, reason: operations.cancel_jobs(runtime, ids, who, reason),
+                   lambda runtime, job_filter, reason: operations.cancel_matching(runtime, job_filter, who,
+                                                                                  reason=reason),
+                   "cancelled"),
+    }
+    if action not in actions or scope not in ("selected", "matching"):
         raise ApiError(422, "validation_error",
-                       "choose requeue, delete or enqueue, on the selected or all matching jobs")
+                       "choose requeue, delete, enqueue or cancel, on the selected or all matching jobs")
     parsed = parse_filter({name: str(value) for name, value in form.items()}, datetime.now(UTC))
     if parsed.errors:
         raise ApiError(422, "validation_error", "; ".join(f"{name}: {msg}" for name, msg in parsed.errors.items()))
@@ -88,11 +108,11 @@ async def bulk(request: web.Request) -> web.StreamResponse:
         ids = selected_ids([str(value) for value in form.getall("id", [])])
         if not ids:
             raise ApiError(422, "validation_error", "no job selected: tick the jobs first")
-        result = await BULK_ACTIONS[action][0](runtime, ids, f"{BULK_ACTIONS[action][2]} {REASON}")
+        result = await actions[action][0](runtime, ids, f"{actions[action][2]} {REASON}")
     else:
         if parsed.job_filter.state is None:
             raise ApiError(422, "validation_error", "a bulk action on all matching jobs needs a state filter")
-        result = await BULK_ACTIONS[action][1](runtime, parsed.job_filter, reason=f"{BULK_ACTIONS[action][2]} {REASON}")
+        result = await actions[action][1](runtime, parsed.job_filter, reason=f"{actions[action][2]} {REASON}")
     return see_other(f"/jobs/list?{parsed.query(done='bulk', n=str(len(result.changed)))}")
 
 
@@ -134,6 +154,41 @@ async def edit(request: web.Request) -> web.StreamResponse:
     if errors:
         return await render_recurring(request, status=422, editing=recurring_id, form=values, errors=errors)
     return see_other("/jobs/recurring", done="saved")
+
+
+@routes.post("/jobs/recurring/new")
+async def create_recurring(request: web.Request) -> web.StreamResponse:
+    """Create or replace a definition; a bad value re-renders the form with the message beside its field."""
+    form = await request.post()
+    names = ("id", "kind", "args", "cron", "timezone", "misfire_policy", "queue")
+    values = {name: str(form.get(name, "")).strip() for name in names}
+    errors: dict[str, str] = {}
+    try:
+        args = json.loads(values["args"] or "{}")
+        definition = RecurringPut.model_validate({
+            "kind": values["kind"], "args": args, "cron": values["cron"], "timezone": values["timezone"] or "UTC",
+            "misfire_policy": values["misfire_policy"] or "fire_once", "queue": values["queue"] or None,
+        })
+        await operations.put_recurring(request.app[RUNTIME], values["id"], definition)
+    except json.JSONDecodeError as exc:
+        errors = {"args": f"not JSON: {exc.msg}"}
+    except ValidationError as exc:
+        errors = {str(item["loc"][0]) if item["loc"] else "id": item["msg"] for item in exc.errors()}
+    except ApiError as error:
+        if error.status != 422:
+            raise
+        details = error.details if isinstance(error.details, list) else []
+        errors = {str(item.get("field")).split(".")[0].replace("recurring_id", "id"): str(item.get("message"))
+                  for item in details} or {"id": error.message}
+    if errors:
+        return await render_recurring(request, status=422, editing=NEW_RECURRING, form=values, errors=errors)
+    return see_other("/jobs/recurring", done="created")
+
+
+@routes.post("/jobs/recurring/{recurring_id}/delete")
+async def delete_recurring(request: web.Request) -> web.StreamResponse:
+    await operations.delete_recurring(request.app[RUNTIME], request.match_info["recurring_id"])
+    return see_other("/jobs/recurring", done="recurring_deleted")
 
 
 @routes.post("/jobs/login")

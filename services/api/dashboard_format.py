@@ -12,6 +12,16 @@ from services.api.redaction import REDACTED, redact, redact_payload
 
 __all__ = ["REDACTED", "redact", "redact_payload"]  # the dashboard's filters; the rule is services/api/redaction.py
 
+def progress(row: Any) -> dict[str, Any]:
+    """A job's last reported progress for its page and state.json: counts, message, and a line of text."""
+    done, total, message = row["progress_done"], row["progress_total"], row["progress_message"]
+    if done is None:
+        return {"done": None, "total": None, "message": None, "text": ""}
+    counts = f"{done:,} of {total:,} ({100 * done / total:.0f} %)" if total else f"{done:,} done"
+    return {"done": done, "total": total, "message": message,
+            "text": f"{counts}: {message}" if message else counts}
+
+
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
 

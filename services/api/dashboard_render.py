@@ -32,17 +32,21 @@ SECURITY_HEADERS = {
 }
 
 STATE_ORDER = [JobState.ENQUEUED, JobState.SCHEDULED, JobState.PROCESSING, JobState.RETRYING,
-               JobState.SUCCEEDED, JobState.FAILED, JobState.DELETED]
+               JobState.SUCCEEDED, JobState.FAILED, JobState.DELETED, JobState.CANCELLED, JobState.AWAITING,
+               JobState.SKIPPED]
 
 # Messages shown after an action redirects back; the query carries a code, never the text itself.
 NOTICES = {
     "requeued": "Job requeued.",
     "deleted": "Job deleted.",
+    "cancelled": "Job cancelled; a running handler stops within a heartbeat.",
     "enqueued": "Scheduled job enqueued now.",
     "triggered": "Recurring job triggered.",
     "paused": "Recurring job paused.",
     "resumed": "Recurring job resumed.",
     "saved": "Schedule saved.",
+    "created": "Recurring job saved; the scheduler has it now.",
+    "recurring_deleted": "Recurring job deleted; it will not fire again.",
     "bulk": "Bulk action done.",
     "purged": "Removed from the parking lot; no job was changed.",
     "logged_out": "Logged out.",

@@ -16,6 +16,9 @@ from shared.lifecycle import dead_after
 routes = web.RouteTableDef()
 
 
+NEW_RECURRING = "+new"  # `editing` for the "new recurring job" form (never a valid id: ids start alphanumeric)
+
+
 async def render_recurring(
     request: web.Request, *, status: int = 200, editing: str | None = None,
     form: Mapping[str, str] | None = None, errors: Mapping[str, str] | None = None,
@@ -25,6 +28,7 @@ async def render_recurring(
         request, "recurring.html", nav="recurring", status=status,
         items=await operations.list_recurring(request.app[RUNTIME]),
         editing=editing or request.query.get("edit"), form=form or {}, errors=errors or {},
+        kinds=sorted(kind.name for kind in request.app[RUNTIME].registry), new_form=NEW_RECURRING,
     )
 
 

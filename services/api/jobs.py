@@ -9,12 +9,15 @@ from typing import Any
 from aiohttp import web
 
 from services.api import operations
-from services.api.auth import sees_secrets
+from services.api.auth import actor, sees_secrets
 from services.api.errors import ApiError, idempotency_key_header, parse_body, parse_query, path_uuid
 from services.api.metrics import count_enqueued
-from services.api.openapi import IDEMPOTENCY_KEY, ApiRoutes
+from services.api.openapi import IDEMPOTENCY_KEY, UUID_PATH, ApiRoutes
 from services.api.redaction import JobRedactor, redact_job
 from services.api.schemas import (
+    BatchJobIn,
+    BatchOut,
+    BatchRequest,
     BulkByIds,
     BulkJobsRequest,
     BulkResultOut,
@@ -27,7 +30,7 @@ from services.api.schemas import (
     JobStateOut,
 )
 from services.api.typedefs import RUNTIME
-from shared.client import IdempotencyConflict
+from shared.client import IdempotencyConflict, JobSpec, UnknownParentJob
 from shared.db import job_search
 from shared.db import jobs as job_queries
 from shared.registry import InvalidJobArguments, UnknownJobKind
@@ -45,10 +48,12 @@ async def enqueue_job(request: web.Request) -> web.Response:
     try:
         job = await runtime.client.enqueue(
             body.kind, body.args, queue=body.queue, run_at=body.run_at, delay=body.delay_seconds,
-            max_attempts=body.max_attempts, idempotency_key=key,
+            max_attempts=body.max_attempts, idempotency_key=key, after=body.after, on=body.on,
         )
     except UnknownJobKind as error:
         raise ApiError(422, "unknown_kind", str(error), [{"field": "kind", "message": str(error)}]) from None
+    except UnknownParentJob as error:
+        raise ApiError(422, "validation_error", str(error), [{"field": "after", "message": str(error)}]) from None
     except InvalidJobArguments as error:
         details = [{"field": f"args.{item['field']}", "message": item["message"]} for item in error.details]
         raise ApiError(422, "validation_error", str(error), details) from None
@@ -132,6 +137,15 @@ async def delete_job(request: web.Request) -> web.Response:
     return await _act(request, operations.delete_job)
 
 
+@routes.post("/api/jobs/{job_id}/cancel",
+             summary="Cancel a scheduled, enqueued, retrying or processing job (a running handler is stopped "
+                     "within about a heartbeat); it never runs again unless requeued",
+             responses={200: JobOut}, errors=(401, 403, 404, 409))
+async def cancel_job(request: web.Request) -> web.Response:
+    who = actor(request)
+    return await _act(request, lambda runtime, job_id: operations.cancel_job(runtime, job_id, who))
+
+
 @routes.post("/api/jobs/{job_id}/enqueue", summary="Run a scheduled job now instead of at its run_at",
              responses={200: JobOut}, errors=(401, 403, 404, 409))
 async def enqueue_now(request: web.Request) -> web.Response:
@@ -164,3 +178,49 @@ async def bulk_requeue(request: web.Request) -> web.Response:
              body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 413, 422))
 async def bulk_delete(request: web.Request) -> web.Response:
     return await _bulk(request, operations.delete_jobs, operations.delete_matching)
+
+
+@routes.post("/api/jobs/bulk-cancel", summary="Cancel jobs by ids, or every job matching a filter with a state",
+             body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 422))
+async def bulk_cancel(request: web.Request) -> web.Response:
+    who = actor(request)
+    return await _bulk(request, lambda runtime, ids: operations.cancel_jobs(runtime, ids, who),
+                       lambda runtime, job_filter, limit: operations.cancel_matching(runtime, job_filter, who, limit))
+
+
+def _spec(job: BatchJobIn) -> JobSpec:
+    return JobSpec(job.kind, job.args, queue=job.queue, max_attempts=job.max_attempts)
+
+
+@routes.post("/api/batches", summary="Enqueue jobs as a batch, with a callback job run once when all have finished",
+             body=BatchRequest, responses={202: BatchOut}, errors=(400, 422), operator=True)
+async def enqueue_batch(request: web.Request) -> web.Response:
+    body = await parse_body(request, BatchRequest)
+    runtime = request.app[RUNTIME]
+    specs = [("jobs." + str(index), job) for index, job in enumerate(body.jobs)]
+    if body.then is not None:
+        specs.append(("then", body.then))
+    for where, job in specs:  # every job checked before anything is written, errors naming its place
+        try:
+            runtime.registry.validate(job.kind, job.args)
+        except UnknownJobKind as error:
+            raise ApiError(422, "unknown_kind", str(error), [{"field": f"{where}.kind", "message": str(error)}]) \
+                from None
+        except InvalidJobArguments as error:
+            details = [{"field": f"{where}.args.{item['field']}", "message": item["message"]} for item in error.details]
+            raise ApiError(422, "validation_error", str(error), details) from None
+    batch = await runtime.client.enqueue_batch([_spec(job) for job in body.jobs],
+                                               _spec(body.then) if body.then is not None else None)
+    row = await job_queries.get_batch(runtime.pool, batch.id)
+    assert row is not None
+    return web.json_response(BatchOut.from_row(row).model_dump(mode="json"), status=202)
+
+
+@routes.get("/api/batches/{batch_id}", summary="A batch's progress: succeeded, failed and pending jobs",
+            responses={200: BatchOut}, errors=(404,), operator=True, path_schemas={"batch_id": UUID_PATH})
+async def get_batch(request: web.Request) -> web.Response:
+    batch_id = path_uuid(request, "batch_id", "batch")
+    row = await job_queries.get_batch(request.app[RUNTIME].pool, batch_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"no batch {batch_id}", [{"field": "batch_id", "message": "not found"}])
+    return web.json_response(BatchOut.from_row(row).model_dump(mode="json"))

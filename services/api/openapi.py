@@ -106,6 +106,12 @@ class ApiRoutes:
     def patch(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
         return self.route("PATCH", path, **options)
 
+    def put(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        return self.route("PUT", path, **options)
+
+    def delete(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        return self.route("DELETE", path, **options)
+
 
 def openapi_document(
     operations: Iterable[Operation], *, title: str, version: str, needs_auth: Callable[[Operation], bool] | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,13 +19,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 
 from services.api.errors import ApiError, invalid_fields
-from services.api.schemas import RecurringOut
+from services.api.schemas import RECURRING_ID_PATTERN, RecurringOut, RecurringPut
 from services.scheduler.cron import InvalidSchedule, Schedule, parse_cron
 from shared import parking_lot
 from shared.client import EnqueuedJob
 from shared.db import job_search
 from shared.db import jobs as job_queries
-from shared.jobs import DELETABLE, REQUEUEABLE, JobState
+from shared.jobs import CANCELLABLE, DELETABLE, REQUEUEABLE, JobState
 from shared.registry import InvalidJobArguments, UnknownJobKind
 from shared.worker import Runtime
 
@@ -90,6 +91,12 @@ async def forget_parked(runtime: Runtime, job_ids: Sequence[uuid.UUID]) -> None:
         log.warning("could not remove parked copies", extra={"jobs": len(job_ids)}, exc_info=True)
 
 
+async def cancel_job(runtime: Runtime, job_id: uuid.UUID, cancelled_by: str, reason: str = "cancelled") -> None:
+    """Cancel one job (a running one stops at its worker's next lease renewal); 404 unknown, 409 when final."""
+    if not await job_queries.cancel(runtime.pool, [job_id], cancelled_by, f"{reason} by {cancelled_by}"):
+        raise await _conflict_or_missing(runtime, job_id, "cancel", sorted(CANCELLABLE))
+
+
 async def enqueue_now(runtime: Runtime, job_id: uuid.UUID, reason: str = "enqueued now by operator") -> asyncpg.Record:
     """Run a `scheduled` job now instead of at its run_at; 404 unknown, 409 when not scheduled."""
     row = await job_search.enqueue_scheduled_now(runtime.pool, job_id, reason)
@@ -153,6 +160,14 @@ async def delete_jobs(
     return result
 
 
+async def cancel_jobs(
+    runtime: Runtime, job_ids: Sequence[uuid.UUID], cancelled_by: str, reason: str = "cancelled"
+) -> BulkResult:
+    """Cancel many jobs by id; those already final are counted as skipped."""
+    return await _in_chunks(
+        job_ids, lambda ids: job_queries.cancel(runtime.pool, ids, cancelled_by, f"{reason} by {cancelled_by}"))
+
+
 async def requeue_matching(
     runtime: Runtime, job_filter: job_search.JobFilter, limit: int = BULK_LIMIT, reason: str = "requeued by operator"
 ) -> BulkResult:
@@ -167,11 +182,20 @@ async def delete_matching(
     return await delete_jobs(runtime, await job_search.matching_ids(runtime.pool, job_filter, limit), reason)
 
 
+async def cancel_matching(
+    runtime: Runtime, job_filter: job_search.JobFilter, cancelled_by: str, limit: int = BULK_LIMIT,
+    reason: str = "cancelled",
+) -> BulkResult:
+    """Cancel up to `limit` jobs matching the filter (the dashboard's "cancel all enqueued")."""
+    ids = await job_search.matching_ids(runtime.pool, job_filter, limit)
+    return await cancel_jobs(runtime, ids, cancelled_by, reason)
+
+
 # Recurring jobs
 
 
 RECURRING_SQL = """
-    SELECT r.id, r.kind, r.args, r.cron, r.timezone, r.misfire_policy, r.enabled, r.last_fire_time,
+    SELECT r.id, r.kind, r.args, r.cron, r.timezone, r.misfire_policy, r.enabled, r.last_fire_time, r.queue,
            coalesce(latest.id, r.last_job_id) AS last_job_id, latest.state AS last_job_state,
            latest.created_at AS last_run_at
       FROM recurring_jobs r
@@ -217,7 +241,7 @@ def _view(row: asyncpg.Record, now: datetime) -> RecurringOut:
         id=row["id"], kind=row["kind"], args=row["args"], cron=row["cron"], timezone=row["timezone"],
         misfire_policy=row["misfire_policy"], enabled=row["enabled"], next_run=next_run,
         last_fire_time=row["last_fire_time"], last_job_id=row["last_job_id"], last_job_state=row["last_job_state"],
-        last_run_at=row["last_run_at"], schedule_error=error,
+        last_run_at=row["last_run_at"], schedule_error=error, queue=row["queue"],
     )
 
 
@@ -237,11 +261,11 @@ async def get_recurring(runtime: Runtime, recurring_id: str) -> RecurringOut:
 
 async def trigger_recurring(runtime: Runtime, recurring_id: str) -> EnqueuedJob:
     """Enqueue one run now, outside the schedule (fire_time NULL, so it never collides with an occurrence)."""
-    row = await runtime.pool.fetchrow("SELECT kind, args FROM recurring_jobs WHERE id = $1", recurring_id)
+    row = await runtime.pool.fetchrow("SELECT kind, args, queue FROM recurring_jobs WHERE id = $1", recurring_id)
     if row is None:
         raise NotFound(f"recurring job {recurring_id!r}", "recurring_id")
     try:
-        job = await runtime.client.enqueue(row["kind"], row["args"], recurring_id=recurring_id)
+        job = await runtime.client.enqueue(row["kind"], row["args"], recurring_id=recurring_id, queue=row["queue"])
     except (UnknownJobKind, InvalidJobArguments) as exc:
         raise ApiError(409, "cannot_trigger", f"recurring job {recurring_id!r} cannot run here: {exc}",
                        [{"field": "kind", "message": str(exc)}]) from None
@@ -273,3 +297,41 @@ async def update_recurring(
 async def set_recurring_enabled(runtime: Runtime, recurring_id: str, enabled: bool) -> RecurringOut:
     """Pause (False) or resume (True) a recurring job."""
     return await update_recurring(runtime, recurring_id, enabled=enabled)
+
+
+async def put_recurring(runtime: Runtime, recurring_id: str, definition: RecurringPut) -> tuple[RecurringOut, bool]:
+    """Create or replace a whole definition (True: created); the schedulers pick it up by NOTIFY at once.
+
+    Replacing keeps its last fire time, so the misfire policy still knows what already ran.
+    """
+    if not re.fullmatch(RECURRING_ID_PATTERN, recurring_id):
+        raise invalid_fields([{"field": "recurring_id", "message": "1-100 letters, digits or . _ : -, "
+                                                                   "starting with a letter or digit"}])
+    try:
+        _, args = runtime.registry.validate(definition.kind, definition.args)
+    except UnknownJobKind as exc:
+        raise invalid_fields([{"field": "kind", "message": str(exc)}]) from None
+    except InvalidJobArguments as exc:
+        raise invalid_fields([{"field": f"args.{item['field']}", "message": item["message"]}
+                              for item in exc.details]) from None
+    check_schedule(definition.cron, definition.timezone)
+    created: bool = await runtime.pool.fetchval(
+        """INSERT INTO recurring_jobs AS r (id, kind, args, cron, timezone, misfire_policy, misfire_grace_seconds,
+                                            queue, enabled)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT (id) DO UPDATE
+              SET kind = excluded.kind, args = excluded.args, cron = excluded.cron, timezone = excluded.timezone,
+                  misfire_policy = excluded.misfire_policy, misfire_grace_seconds = excluded.misfire_grace_seconds,
+                  queue = excluded.queue, enabled = excluded.enabled, updated_at = now()
+        RETURNING (xmax = 0)""",
+        recurring_id, definition.kind, args, definition.cron, definition.timezone, definition.misfire_policy,
+        definition.misfire_grace_seconds, None if definition.queue is None else definition.queue.value,
+        definition.enabled,
+    )
+    return await get_recurring(runtime, recurring_id), created
+
+
+async def delete_recurring(runtime: Runtime, recurring_id: str) -> None:
+    """Remove a definition; it never fires again (jobs it already made stay). 404 when there is none."""
+    if await runtime.pool.execute("DELETE FROM recurring_jobs WHERE id = $1", recurring_id) != "DELETE 1":
+        raise NotFound(f"recurring job {recurring_id!r}", "recurring_id")

@@ -9,7 +9,7 @@ from services.api.auth import sees_secrets
 from services.api.errors import parse_body
 from services.api.openapi import ApiRoutes
 from services.api.redaction import redact
-from services.api.schemas import JobOut, RecurringListOut, RecurringOut, RecurringPatch
+from services.api.schemas import JobOut, RecurringListOut, RecurringOut, RecurringPatch, RecurringPut
 from services.api.typedefs import RUNTIME
 from shared.db import jobs as job_queries
 
@@ -45,3 +45,19 @@ async def patch(request: web.Request) -> web.Response:
         enabled=body.enabled,
     )
     return web.json_response(view.model_dump(mode="json"))
+
+
+@routes.put("/api/recurring/{recurring_id}",
+            summary="Create or replace a recurring job (kind, args, cron, time zone, misfire policy, queue)",
+            body=RecurringPut, responses={201: RecurringOut, 200: RecurringOut}, errors=(400, 401, 403, 422))
+async def put(request: web.Request) -> web.Response:
+    body = await parse_body(request, RecurringPut)
+    view, created = await operations.put_recurring(request.app[RUNTIME], request.match_info["recurring_id"], body)
+    return web.json_response(view.model_dump(mode="json"), status=201 if created else 200)
+
+
+@routes.delete("/api/recurring/{recurring_id}", summary="Remove a recurring job; it never fires again",
+               responses={204: None}, errors=(401, 403, 404))
+async def delete(request: web.Request) -> web.Response:
+    await operations.delete_recurring(request.app[RUNTIME], request.match_info["recurring_id"])
+    return web.Response(status=204)

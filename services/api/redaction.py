@@ -107,7 +107,8 @@ class JobRedactor:
             shown["args"] = redact(shown["args"])
         if shown.get("result") is not None:
             shown["result"] = self.value(shown["result"])
-        for name in ("last_error", "last_traceback", "state_reason", "error", "traceback", "reason", "message"):
+        for name in ("last_error", "last_traceback", "state_reason", "error", "traceback", "reason", "message",
+                     "progress_message"):
             if isinstance(shown.get(name), str):
                 shown[name] = self.text(shown[name])
         return shown

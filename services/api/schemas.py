@@ -26,6 +26,42 @@ class JobRequest(BaseModel):
     delay_seconds: Annotated[float, Field(ge=0, le=366 * 86400)] | None = None
     max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
     idempotency_key: Annotated[str, Field(min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] | None = None
+    after: uuid.UUID | None = Field(None, description="a continuation: wait for this job to finish first")
+    on: Literal["succeeded", "finished"] = Field(
+        "succeeded", description="with `after`: run only if it succeeded (else skipped), or once it finished")
+
+
+class BatchJobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: KindName
+    args: dict[str, Any] = {}
+    queue: QueueClass | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: Annotated[list[BatchJobIn], Field(min_length=1, max_length=1000)]
+    then: BatchJobIn | None = Field(None, description="runs once, when every job of the batch has finished")
+
+
+class BatchOut(BaseModel):
+    id: uuid.UUID
+    total: int | None = Field(description="null while the batch is open (its producer still adds jobs)")
+    succeeded: int
+    failed: int = Field(description="failed, cancelled, deleted or skipped jobs")
+    pending: int | None
+    callback_id: uuid.UUID | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> BatchOut:
+        return cls.model_validate({**{name: row[name] for name in cls.model_fields if name != "pending"},
+                                   "pending": None if row["total"] is None
+                                   else row["total"] - row["succeeded"] - row["failed"]})
 
 
 class JobOut(BaseModel):
@@ -54,6 +90,17 @@ class JobOut(BaseModel):
     result: Any = None
     created_at: datetime
     updated_at: datetime
+    cancelled_by: str | None = Field(None, description="who cancelled the job, when it is cancelled")
+    limit_wait: Literal["concurrency", "rate"] | None = Field(
+        None, description="the kind's limit this scheduled job is waiting for, if that is why it waits")
+    progress_done: int | None = Field(None, description="the handler's last context.progress(done, total, message)")
+    progress_total: int | None = None
+    progress_message: str | None = None
+    progress_at: datetime | None = None
+    after_id: uuid.UUID | None = Field(None, description="a continuation: the job it waits for")
+    after_on: Literal["succeeded", "finished"] | None = None
+    batch_id: uuid.UUID | None = None
+    after_batch_id: uuid.UUID | None = Field(None, description="a batch callback: the batch it waits for")
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> JobOut:
@@ -151,6 +198,26 @@ class RecurringOut(BaseModel):
     last_job_state: JobState | None
     last_run_at: datetime | None  # when that latest job was created
     schedule_error: str | None  # why next_run is missing although enabled
+    queue: QueueClass | None = None  # None: the kind's queue class
+
+
+RECURRING_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
+
+
+class RecurringPut(BaseModel):
+    """A whole recurring job definition, created or replaced by PUT /api/recurring/{recurring_id}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: KindName
+    args: dict[str, Any] = {}
+    cron: Annotated[str, Field(min_length=1, max_length=200,
+                               description="5 crontab fields, or 6 with a leading seconds field")]
+    timezone: Annotated[str, Field(min_length=1, max_length=100, description="IANA time zone")] = "UTC"
+    misfire_policy: Literal["fire_once", "skip", "fire_all"] = "fire_once"
+    misfire_grace_seconds: Annotated[int, Field(ge=0, le=366 * 86400)] = 3600
+    queue: QueueClass | None = Field(None, description="queue class of its jobs; null: the kind's")
+    enabled: StrictBool = True
 
 
 class RecurringListOut(RootModel[list[RecurringOut]]):
@@ -174,6 +241,9 @@ class StatsOut(BaseModel):
     failed: int
     deleted: int
     retrying: int
+    cancelled: int = 0
+    awaiting: int = 0
+    skipped: int = 0
     servers: int = Field(description="processes heartbeating now")
 
 

@@ -23,10 +23,11 @@ import jinja2
 
 from services.email_worker.compose import ComposeError, Outgoing, build, message_id_for, one_line, template_environment
 from services.email_worker.smtp import Mailer, SmtpDeferred, SmtpRejected, SmtpReply
-from shared.client import IdempotencyConflict
+from shared.client import IdempotencyConflict, JobSpec
 from shared.db import emails, events
+from shared.db import jobs as job_queries
 from shared.jobs import QueueClass
-from shared.kinds import EventArgs, EventConfirmationArgs, SendEmailArgs, WelcomeArgs
+from shared.kinds import EventArgs, EventConfirmationArgs, ReminderReportArgs, SendEmailArgs, WelcomeArgs
 from shared.messaging.consumer import Handler, JobContext
 from shared.registry import InvalidJobArguments, PermanentError
 from shared.settings import Settings
@@ -106,6 +107,7 @@ class EmailHandlers:
             "event.reminder": self.reminder,
             "event.starting_soon": self.starting_soon,
             "email.send": self.send,
+            "event.reminder_report": self.reminder_report,
         }
 
     def when(self, moment: datetime, timezone: str | None = None) -> str:
@@ -186,10 +188,18 @@ class EmailHandlers:
         subject = subject_line(fan_out.subject_prefix, event["title"])
         totals: Counter[str] = Counter()
         after: str | None = None
+        # Its sends are one batch whose callback reports how many went out; a retry of this job (same id)
+        # reuses the batch, and its sends already enqueued are in it already.
+        batch_id = uuid.uuid5(uuid.NAMESPACE_URL, f"eventjobs:fan-out:{ctx.job_id}")
+        await ctx.client.open_batch(batch_id, JobSpec("event.reminder_report",
+                                                      {"event_id": str(event_id), "reminder": fan_out.kind}))
+        # The total is read once; registrations during the fan-out can make "done" pass it a little.
+        total = await emails.participant_count(ctx.pool, event_id)
+        await ctx.progress(0, total, "participants enqueued")
         while True:
             page = await emails.participants_page(ctx.pool, event_id, after, FANOUT_PAGE)
             outcomes = await asyncio.gather(
-                *(self.enqueue_one(ctx, fan_out, event, participant, subject) for participant in page),
+                *(self.enqueue_one(ctx, fan_out, event, participant, subject, batch_id) for participant in page),
                 return_exceptions=True,
             )
             for outcome in outcomes:
@@ -197,15 +207,29 @@ class EmailHandlers:
                     # What was enqueued stays enqueued; the retry finds those keys taken and goes on.
                     raise outcome
                 totals[outcome] += 1
+            done = sum(totals.values())
+            await ctx.progress(done, max(total, done), "participants enqueued")
             if len(page) < FANOUT_PAGE:
                 break
             after = page[-1]["email"]
+        await ctx.client.seal_batch(batch_id)
         ctx.log.info("%s for event %s: %d new email.send jobs, %d already enqueued, %d invalid addresses",
                      fan_out.kind, event_id, totals["created"], totals["existing"], totals["invalid"])
         return {"participants": sum(totals.values()), **totals}
 
+    async def reminder_report(self, ctx: JobContext, args: ReminderReportArgs) -> dict[str, Any]:
+        """A fan-out's batch finished: how many of its sends succeeded."""
+        batch = await job_queries.batch_of_callback(ctx.pool, ctx.job_id)
+        if batch is None:
+            raise PermanentError("this job is not the callback of a batch")
+        ctx.log.info("%s for event %s sent to %d of %d (%d failed)", args.reminder, args.event_id,
+                     batch["succeeded"], batch["total"], batch["failed"])
+        return {"event_id": str(args.event_id), "reminder": args.reminder, "sent": batch["succeeded"],
+                "of": batch["total"], "failed": batch["failed"]}
+
     async def enqueue_one(
-        self, ctx: JobContext, fan_out: FanOut, event: asyncpg.Record, participant: asyncpg.Record, subject: str
+        self, ctx: JobContext, fan_out: FanOut, event: asyncpg.Record, participant: asyncpg.Record, subject: str,
+        batch_id: uuid.UUID,
     ) -> str:
         key = fanout_key(fan_out.kind, event, participant["id"])
         args = {
@@ -216,7 +240,7 @@ class EmailHandlers:
         }
         try:
             job = await ctx.client.enqueue("email.send", args, queue=fan_out.queue, idempotency_key=key,
-                                           parent_id=ctx.job_id)
+                                           parent_id=ctx.job_id, batch_id=batch_id)
         except IdempotencyConflict:
             return "existing"  # enqueued by an earlier run, before the event's text was edited
         except InvalidJobArguments as exc:

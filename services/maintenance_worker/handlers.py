@@ -28,13 +28,24 @@ class MaintenanceHandlers:
 
     async def cleanup_expired_events(self, ctx: JobContext, args: NoArgs) -> dict[str, Any]:
         days = self.settings.event_archive_days
+        await ctx.progress(0, None, f"archiving events that ended more than {days} days ago")
         archived = await maintenance.archive_ended_events(ctx.pool, days)
+        await ctx.progress(len(archived), len(archived), "events archived")
         ctx.log.info("archived %d events that ended more than %d days ago", len(archived), days)
         return {"archived": len(archived)}
 
     async def cleanup_old_logs(self, ctx: JobContext, args: NoArgs) -> dict[str, Any]:
-        logs = await maintenance.delete_old_logs(ctx.pool, self.settings.log_retention_days)
-        jobs = await maintenance.delete_finished_jobs(ctx.pool, self.settings.job_retention_days)
+        # Two phases of batches whose sizes are not known ahead: counts without a total.
+        async def logs_deleted(total: int) -> None:
+            await ctx.progress(total, None, "step 1 of 2: log lines deleted")
+
+        logs = await maintenance.delete_old_logs(ctx.pool, self.settings.log_retention_days, on_batch=logs_deleted)
+
+        async def jobs_deleted(total: int) -> None:
+            await ctx.progress(total, None, f"step 2 of 2: finished jobs deleted ({logs} log lines before)")
+
+        jobs = await maintenance.delete_finished_jobs(ctx.pool, self.settings.job_retention_days,
+                                                      on_batch=jobs_deleted)
         ctx.log.info("deleted %d log lines older than %d days and %d succeeded/deleted jobs older than %d days",
                      logs, self.settings.log_retention_days, jobs, self.settings.job_retention_days)
         return {"log_lines_deleted": logs, "jobs_deleted": jobs}
@@ -45,11 +56,15 @@ class MaintenanceHandlers:
         assert moment is not None, "a running job has a row"
         timezone = self.settings.scheduler_timezone
         day, start, end = report_window(moment, timezone)
+        steps = 2 + len(self.settings.admin_emails)
+        await ctx.progress(0, steps, f"gathering the report for {day.isoformat()}")
         content = await gather_report(ctx.pool, day, start, end, timezone)
+        await ctx.progress(1, steps, "storing the report")
         await reports.store_report(ctx.pool, day, content, ctx.job_id)
+        await ctx.progress(2, steps, "mailing the admins")
         ctx.log.info("report for %s stored", day.isoformat())
         mailed = []
-        for admin in self.settings.admin_emails:
+        for step, admin in enumerate(self.settings.admin_emails, start=3):
             try:
                 await ctx.client.enqueue(
                     "email.send",
@@ -63,6 +78,8 @@ class MaintenanceHandlers:
             except InvalidJobArguments as exc:
                 ctx.log.warning("report not mailed to %r: %s", admin, exc)
                 continue
+            finally:
+                await ctx.progress(step, steps, "mailing the admins")
             mailed.append(admin)
         if not self.settings.admin_emails:
             ctx.log.info("ADMIN_EMAILS is empty: the report is stored, not mailed")

@@ -53,6 +53,7 @@ class Entry:
     policy: MisfirePolicy
     grace_seconds: float
     pending: deque[datetime] = field(default_factory=deque)  # catch-up runs decided by the misfire policy
+    queue: str | None = None  # the definition's queue class; None: its kind's
 
     def next_fire(self) -> datetime | None:
         return self.pending[0] if self.pending else self.upcoming
@@ -66,7 +67,7 @@ class Entry:
 
 def signature_of(row: asyncpg.Record) -> tuple[Any, ...]:
     return (row["kind"], json.dumps(row["args"], sort_keys=True), row["cron"], row["timezone"],
-            row["misfire_policy"], row["misfire_grace_seconds"], row["enabled"])
+            row["misfire_policy"], row["misfire_grace_seconds"], row["enabled"], row["queue"])
 
 
 class RecurringScheduler:
@@ -143,7 +144,8 @@ class RecurringScheduler:
         if plan.missed:
             job_metrics.SCHEDULER_MISFIRES.labels(row["id"], policy.value).inc(plan.missed)
         entry = Entry(row["id"], row["kind"], args, signature, schedule, upcoming=schedule.next_after(now),
-                      policy=policy, grace_seconds=row["misfire_grace_seconds"], pending=deque(plan.runs))
+                      policy=policy, grace_seconds=row["misfire_grace_seconds"], pending=deque(plan.runs),
+                      queue=row["queue"])
         log.info("recurring job scheduled", extra={
             "recurring_id": entry.id, "cron": row["cron"], "timezone": timezone, "misfire_policy": policy.value,
             "last_fire_time": row["last_fire_time"], "missed": plan.missed, "catch_up_runs": len(plan.runs),
@@ -188,7 +190,7 @@ class RecurringScheduler:
         try:
             async with acquire(self.runtime.pool) as connection, client.transaction(connection):
                 job = await client.enqueue(entry.kind, entry.args, recurring_id=entry.id, fire_time=fire_time,
-                                           connection=connection)
+                                           connection=connection, queue=entry.queue)
                 if job is not None:
                     await recurring_queries.record_fire(connection, entry.id, fire_time, job.id)
         except (UnknownJobKind, InvalidJobArguments) as exc:

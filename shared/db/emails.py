@@ -97,6 +97,11 @@ async def get_participant(executor: Executor, participant_id: uuid.UUID) -> asyn
     return await executor.fetchrow("SELECT id, event_id, email, name FROM participants WHERE id = $1", participant_id)
 
 
+async def participant_count(executor: Executor, event_id: uuid.UUID) -> int:
+    count: int = await executor.fetchval("SELECT count(*) FROM participants WHERE event_id = $1", event_id)
+    return count
+
+
 async def participants_page(
     executor: Executor, event_id: uuid.UUID, after_email: str | None, limit: int
 ) -> list[asyncpg.Record]:

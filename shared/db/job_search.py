@@ -22,7 +22,9 @@ from shared.jobs import JobState
 # Columns of a list row: everything but the potentially large traceback and result.
 LIST_COLUMNS = """id, kind, args, queue, service, priority, state, state_reason, attempt, max_attempts, run_at,
     idempotency_key, recurring_id, fire_time, parent_id, worker, started_at, finished_at, published_at,
-    last_error, NULL::text AS last_traceback, NULL::jsonb AS result, created_at, updated_at"""
+    last_error, NULL::text AS last_traceback, NULL::jsonb AS result, created_at, updated_at, cancelled_by,
+    limit_wait, progress_done, progress_total, progress_message, progress_at, after_id, after_on, batch_id,
+    after_batch_id"""
 
 MAX_PAGE = 500
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.jobs import DELETABLE, REQUEUEABLE, JobState, sources_of
+from shared.jobs import CANCELLABLE, DELETABLE, FINAL_STATES, REQUEUEABLE, JobState, sources_of
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
@@ -20,7 +20,7 @@ Executor = asyncpg.Connection | asyncpg.Pool
 LOCK_IN_ORDER = "SELECT id FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
 
 # Operator requeue, of one job or many: back to `enqueued` with a fresh attempt budget.
-REQUEUE = f"""UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL,
+REQUEUE = f"""UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL, cancelled_by = NULL,
                               published_at = NULL, run_at = least(run_at, now()), finished_at = NULL,
                               updated_at = now()
                WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($3::text[])
@@ -52,16 +52,21 @@ class NewJob:
     parent_id: uuid.UUID | None = None
     state_reason: str | None = None
     delay_seconds: float | None = None
+    after_id: uuid.UUID | None = None  # a continuation of this job ...
+    after_on: str | None = None  # ... when it "succeeded" or "finished"
+    batch_id: uuid.UUID | None = None  # a child of this batch
+    after_batch_id: uuid.UUID | None = None  # the callback of this batch
 
 
 async def insert_job(executor: Executor, job: NewJob) -> asyncpg.Record | None:
     """The inserted row, or None when the idempotency key or (recurring_id, fire_time) exists."""
     return await executor.fetchrow(
         """INSERT INTO jobs (id, kind, args, queue, service, priority, state, max_attempts, run_at,
-                             idempotency_key, recurring_id, fire_time, parent_id, state_reason)
+                             idempotency_key, recurring_id, fire_time, parent_id, state_reason,
+                             after_id, after_on, batch_id, after_batch_id)
            SELECT $1, $2, $3, $4, $5, $6,
                   coalesce($7, CASE WHEN due.run_at > now() THEN 'scheduled' ELSE 'enqueued' END),
-                  $8, due.run_at, $10, $11, $12, $13, $14
+                  $8, due.run_at, $10, $11, $12, $13, $14, $16, $17, $18, $19
              FROM (SELECT coalesce($9::timestamptz,
                                    now() + make_interval(secs => coalesce($15::float8, 0))) AS run_at) AS due
            ON CONFLICT DO NOTHING
@@ -69,6 +74,7 @@ async def insert_job(executor: Executor, job: NewJob) -> asyncpg.Record | None:
         job.id, job.kind, job.args, job.queue, job.service, job.priority,
         None if job.state is None else job.state.value, job.max_attempts, job.run_at, job.idempotency_key,
         job.recurring_id, job.fire_time, job.parent_id, job.state_reason, job.delay_seconds,
+        job.after_id, job.after_on, job.batch_id, job.after_batch_id,
     )
 
 
@@ -114,6 +120,7 @@ async def claim_many(
                SET state = 'processing', attempt = jobs.attempt + 1, worker = $2,
                    lease_expires_at = now() + make_interval(secs => $4),
                    started_at = now(), updated_at = now(), finished_at = NULL,
+                   limit_wait = NULL, limit_slot_at = NULL,
                    state_reason = CASE WHEN jobs.state = 'processing'
                                        THEN 'taken over from ' || coalesce(jobs.worker, 'unknown worker')
                                             || ': its lease expired' END
@@ -267,6 +274,26 @@ async def delete(executor: Executor, job_ids: Sequence[uuid.UUID], reason: str) 
     )
 
 
+CANCELLABLE_STATES = sorted(state.value for state in CANCELLABLE)
+
+
+async def cancel(
+    executor: Executor, job_ids: Sequence[uuid.UUID], cancelled_by: str, reason: str
+) -> list[asyncpg.Record]:
+    """Move jobs to `cancelled`; the ids of the rows moved.
+
+    A running job's lease ends here with its state: the holder's next renewal misses it and cancels the
+    handler, and any outcome it still writes is refused (outcomes need `processing` and the lease).
+    """
+    return await executor.fetch(
+        f"""UPDATE jobs SET state = 'cancelled', state_reason = $3, cancelled_by = $2, finished_at = now(),
+                           updated_at = now(), lease_expires_at = NULL
+            WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($4::text[])
+        RETURNING id""",
+        list(job_ids), cancelled_by, reason, CANCELLABLE_STATES,
+    )
+
+
 async def promote_due(connection: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
     """Move due scheduled jobs to `enqueued`; concurrent schedulers skip each other's rows."""
     return await connection.fetch(
@@ -366,3 +393,42 @@ async def insert_logs(executor: Executor, rows: Sequence[tuple[uuid.UUID, str, s
         [row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows],
         [row[3] for row in rows],
     )
+
+
+async def continuation_start(executor: Executor, parent_id: uuid.UUID, on: str) -> tuple[JobState | None, str]:
+    """How a continuation of `parent_id` starts: `awaiting`, or (None: due now | `skipped`) when the parent has
+    finished already, with the reason. The parent row is share-locked until the caller commits, so it cannot
+    finish between this look and the continuation's insert (its trigger would miss the continuation)."""
+    state: str | None = await executor.fetchval("SELECT state FROM jobs WHERE id = $1 FOR SHARE", parent_id)
+    if state is None:
+        raise LookupError(f"no job {parent_id} to continue")
+    if JobState(state) not in FINAL_STATES:
+        return JobState.AWAITING, f"waiting for job {parent_id} to {'succeed' if on == 'succeeded' else 'finish'}"
+    if on == "finished" or state == JobState.SUCCEEDED:
+        return None, f"parent {parent_id} {state}"
+    return JobState.SKIPPED, f"skipped: parent {parent_id} {state}, and this job runs only after success"
+
+
+async def create_batch(executor: Executor, batch_id: uuid.UUID, total: int | None) -> bool:
+    """A new batch (total None: open until sealed); False when it exists already (a producer's retry)."""
+    status = await executor.execute(
+        "INSERT INTO batches (id, total) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING", batch_id, total)
+    return bool(status == "INSERT 0 1")
+
+
+async def seal_batch(executor: Executor, batch_id: uuid.UUID) -> asyncpg.Record | None:
+    """Close an open batch at the number of jobs it holds; its callback is due at once if they all finished."""
+    return await executor.fetchrow("SELECT * FROM seal_batch($1)", batch_id)
+
+
+async def set_batch_callback(executor: Executor, batch_id: uuid.UUID, callback_id: uuid.UUID) -> None:
+    await executor.execute("UPDATE batches SET callback_id = $2 WHERE id = $1", batch_id, callback_id)
+
+
+async def batch_of_callback(executor: Executor, callback_id: uuid.UUID) -> asyncpg.Record | None:
+    return await executor.fetchrow(
+        "SELECT b.* FROM batches b JOIN jobs j ON j.after_batch_id = b.id WHERE j.id = $1", callback_id)
+
+
+async def get_batch(executor: Executor, batch_id: uuid.UUID) -> asyncpg.Record | None:
+    return await executor.fetchrow("SELECT * FROM batches WHERE id = $1", batch_id)

@@ -10,7 +10,8 @@ import asyncpg
 from shared.db.jobs import Executor
 
 DEFINITION_COLUMNS = (
-    "id, kind, args, cron, timezone, misfire_policy, misfire_grace_seconds, enabled, last_fire_time, last_job_id"
+    "id, kind, args, cron, timezone, misfire_policy, misfire_grace_seconds, enabled, last_fire_time, last_job_id, "
+    "queue"
 )
 
 

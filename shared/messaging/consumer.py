@@ -21,7 +21,7 @@ import traceback
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -32,11 +32,14 @@ from shared import job_metrics
 from shared.batching import Batcher
 from shared.client import JobClient, policy_for
 from shared.db import jobs as job_queries
+from shared.db import limits as limit_queries
 from shared.jobs import JobState
+from shared.limits import KindLimits
 from shared.logs import current_job_id
 from shared.messaging.broker import Broker, BrokerUnavailable
 from shared.messaging.envelope import Envelope, PoisonMessage, decode
 from shared.messaging.topology import work_queue
+from shared.progress import ProgressReporter
 from shared.registry import InvalidJobArguments, JobKind, PermanentError, Registry
 from shared.retry import GiveUp, Retry, RetryPolicy
 
@@ -55,6 +58,17 @@ class JobContext:
     pool: asyncpg.Pool
     client: JobClient
     log: logging.Logger
+    # Set when this run must stop (an operator cancelled the job, or its lease is lost), just before the
+    # handler's task is cancelled: cleanup code in `except CancelledError` / `finally` can tell the two apart
+    # from a shutdown, and a handler shielding a step from cancellation can poll it.
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    reporter: ProgressReporter | None = None
+
+    async def progress(self, done: int, total: int | None = None, message: str | None = None) -> None:
+        """Report how far the job got (shown live on its page and in GET /api/jobs/{id}); cheap to call per
+        item: stored at most every PROGRESS_INTERVAL_MS, the last report when the handler ends."""
+        if self.reporter is not None:
+            await self.reporter.report(done, total, message)
 
 
 Handler = Callable[[JobContext, Any], Awaitable[Any]]
@@ -97,6 +111,7 @@ class Lease:
     task: asyncio.Task[Any] | None = None  # the handler's run, cancelled when the lease is lost
     lost: str | None = None
     settled: bool = False  # its message was acked before the job ended (a long job)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # the handler's JobContext.cancelled
 
     def running(self) -> bool:
         """The handler is still at work (not yet started counts: it is about to be)."""
@@ -138,6 +153,8 @@ class Consumer:
         lease_seconds: float,
         renew_every_seconds: float,
         fence_after_seconds: float,
+        limits: Mapping[str, KindLimits] | None = None,
+        progress_interval_seconds: float = 0.5,
     ) -> None:
         self.service = service
         self.worker_id = worker_id
@@ -152,6 +169,8 @@ class Consumer:
         self.renew_every_seconds = renew_every_seconds
         # A lease not renewed for this long is given up here first: the run stops before anyone may take over.
         self.fence_after_seconds = fence_after_seconds
+        self.progress_interval_seconds = progress_interval_seconds
+        self.limits = dict(limits or {})  # kinds claimed one at a time under their limits (shared/db/limits.py)
         self._slots = asyncio.Semaphore(concurrency)
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -280,7 +299,19 @@ class Consumer:
             return Outcome.ACK if await self._park(message.body, str(poison), {}) else Outcome.REQUEUE
 
         claim_sent = time.monotonic()
-        row = await self._claims.submit((envelope.job_id, envelope.attempt))
+        limits = self.limits.get(envelope.kind)
+        if limits is None:
+            row = await self._claims.submit((envelope.job_id, envelope.attempt))
+        else:
+            claimed = await limit_queries.claim_limited(
+                self.pool, self.worker_id, envelope.job_id, envelope.attempt, envelope.kind, limits,
+                lease_seconds=self.lease_seconds)
+            if isinstance(claimed, limit_queries.HeldBack):
+                # Off this worker and back to the scheduler: no slot held, no attempt counted.
+                log.info("held back by its kind's limit", extra={
+                    "job_id": str(envelope.job_id), "limit": claimed.limit, "until": claimed.until.isoformat()})
+                return Outcome.ACK
+            row = claimed
         if row is None:
             return await self._skip(message, envelope)
         lease = Lease(row["id"], row["attempt"], renewed_at=claim_sent)
@@ -292,7 +323,17 @@ class Consumer:
             await self._run(row, lease, message.body)
         finally:
             settle_early.cancel()
+        if limits is not None and limits.concurrency is not None:
+            await self._wake_waiters(envelope.kind)
         return None if lease.settled else Outcome.ACK
+
+    async def _wake_waiters(self, kind: str) -> None:
+        """A run of a concurrency-limited kind ended here: the next waiter need not wait for its recheck."""
+        try:
+            await limit_queries.wake_waiters(self.pool, kind, 1)
+        except (*TRANSIENT_ERRORS, asyncpg.PostgresError):
+            log.warning("could not wake a job waiting for its kind's limit; its recheck will",
+                        extra={"kind": kind}, exc_info=True)
 
     def _settle_early(self, message: AbstractIncomingMessage, lease: Lease) -> None:
         lease.settled = True
@@ -317,7 +358,9 @@ class Consumer:
         context = JobContext(
             job_id=row["id"], kind=row["kind"], attempt=row["attempt"], max_attempts=row["max_attempts"],
             parent_id=row["parent_id"], pool=self.pool, client=self.client,
-            log=logging.getLogger(f"job.{row['kind']}"),
+            log=logging.getLogger(f"job.{row['kind']}"), cancelled=lease.stop,
+            reporter=ProgressReporter(self.pool, row["id"], self.worker_id, row["attempt"],
+                                      self.progress_interval_seconds),
         )
         token = current_job_id.set(row["id"])
         try:
@@ -326,7 +369,11 @@ class Consumer:
         finally:
             current_job_id.reset(token)
         try:
-            result = await lease.task
+            try:
+                result = await lease.task
+            finally:
+                if context.reporter is not None and lease.lost is None:
+                    await context.reporter.flush()  # the last report, before the outcome is written
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if lease.lost is None or (current is not None and current.cancelling()):
@@ -452,7 +499,7 @@ class Consumer:
                     if lease.job_id in kept:
                         lease.renewed_at = max(lease.renewed_at, sent)
                     elif lease.running():  # not finished here meanwhile (its outcome may have just committed)
-                        self._lose(lease, "the job was taken over, deleted or finished elsewhere")
+                        self._lose(lease, "the job was cancelled, taken over, deleted or finished elsewhere")
         self._fence_overdue()
         await self._store_dropped()
 
@@ -465,6 +512,7 @@ class Consumer:
 
     def _lose(self, lease: Lease, reason: str) -> None:
         lease.lost = reason
+        lease.stop.set()
         log.warning("lease lost; stopping the job", extra={"job_id": str(lease.job_id), "reason": reason})
         if lease.task is not None and not lease.task.done():
             lease.task.cancel()
@@ -492,7 +540,7 @@ class Consumer:
 def skip_reason(verdict: asyncpg.Record, message_attempt: int) -> str:
     """Why a delivery of an existing job was not run, as a /metrics label."""
     state: str = verdict["state"]
-    if state in ("succeeded", "failed", "deleted"):
+    if state in ("succeeded", "failed", "deleted", "cancelled", "skipped"):
         return "finished"
     if state == "processing" and verdict["lease_live"]:
         return "lease_live"  # its holder may be running it right now

@@ -17,10 +17,15 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Dialog, Page, expect
 
 from shared.db import jobs as job_queries
-from shared.worker import Runtime
+from shared.jobs import QueueClass
+from shared.kinds import Args
+from shared.messaging.consumer import JobContext
+from shared.registry import JobKind
+from shared.settings import Settings
+from shared.worker import Runtime, open_runtime
 from tests.conftest import StartWorker
 from tests.support.environment import TestEnvironment
-from tests.support.kinds import BROKEN, test_registry
+from tests.support.kinds import BROKEN, TEST_HANDLERS, TEST_SERVICE, gate, test_registry
 from tests.support.live_api import running_api
 from tests.support.waiting import eventually
 
@@ -276,3 +281,48 @@ async def test_deleting_asks_first_and_a_declined_question_deletes_nothing(
     await expect(page.locator(".notice")).to_contain_text("Job deleted.")
     assert questions == ["Delete this job?", "Delete this job?"]
     assert await job_queries.job_state(runtime.pool, job.id) == "deleted"
+
+
+class TwoGates(Args):
+    first: str
+    second: str
+
+
+async def in_two_steps(ctx: JobContext, args: TwoGates) -> None:
+    await ctx.progress(3, 10, "exporting attendees")
+    await gate(args.first).wait()
+    await ctx.progress(7, 10, "exporting attendees")
+    await gate(args.second).wait()
+    await ctx.progress(10, 10, "done")
+
+
+async def test_a_running_jobs_progress_bar_moves_without_a_reload(
+    browser: Browser, base_url: str, settings: Settings, start_worker: StartWorker
+) -> None:
+    kind = JobKind("test.two_steps", TwoGates, TEST_SERVICE, QueueClass.DEFAULT, timeout_seconds=60)
+    registry = test_registry(kind)
+    await start_worker(registry=registry, handlers={**TEST_HANDLERS, kind.name: in_two_steps},
+                       progress_interval_ms=0)
+    first, second = f"first-{uuid.uuid4().hex[:6]}", f"second-{uuid.uuid4().hex[:6]}"
+    async with open_runtime(settings, registry) as runtime:
+        job = await runtime.client.enqueue(kind.name, {"first": first, "second": second})
+        assert job is not None
+
+        async def reported() -> bool:
+            return bool(await runtime.pool.fetchval("SELECT progress_done FROM jobs WHERE id = $1", job.id))
+
+        await eventually(reported, what="the first progress report")
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(STEP_TIMEOUT_MS)
+    await page.goto(f"{base_url}/jobs/job/{job.id}")
+    await expect(page.locator("#progress-text")).to_have_text("3 of 10 (30 %): exporting attendees")
+    marker = await page.evaluate("window.__notReloaded = true")
+    assert marker is True
+    gate(first).set()
+    await expect(page.locator("#progress-text")).to_have_text("7 of 10 (70 %): exporting attendees")
+    assert await page.evaluate("window.__notReloaded === true")  # moved live, not by reloading the page
+    assert await page.evaluate("document.getElementById('progress-bar').value") == 7
+    await page.screenshot(path=str(SCREENSHOTS / "progress.png"), full_page=True)
+    gate(second).set()
+    await expect(page.locator("h1")).to_contain_text("succeeded")  # the state changed: the page reloaded
+    await expect(page.locator("#progress-text")).to_have_text("10 of 10 (100 %): done")

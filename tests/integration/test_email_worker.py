@@ -19,6 +19,7 @@ from shared.worker import Runtime, open_runtime
 from tests.conftest import StartWorker
 from tests.support.domain_rows import insert_event, insert_participants
 from tests.support.environment import TestEnvironment
+from tests.support.scheduler import StartScheduler, start_scheduler_fixture  # noqa: F401  (fixture)
 from tests.support.smtp import SmtpSink
 from tests.support.waiting import eventually
 
@@ -111,8 +112,9 @@ async def test_a_rejected_recipient_fails_at_once_with_the_reply_recorded(platfo
 
 @pytest.mark.usefixtures("email_worker")
 async def test_reminder_fans_out_once_per_participant_and_a_rerun_sends_nothing_new(
-    platform: Runtime, sink: SmtpSink
+    platform: Runtime, sink: SmtpSink, start_scheduler: StartScheduler
 ) -> None:
+    await start_scheduler()  # publishes the batch callback once it is due
     event_id = await insert_event(platform.pool, title="Tea\r\nBcc: all@evil.example",
                                   starts_at=datetime.now(UTC) + timedelta(days=1))
     participants = await insert_participants(platform.pool, event_id, 40)
@@ -122,7 +124,10 @@ async def test_reminder_fans_out_once_per_participant_and_a_rerun_sends_nothing_
     first = await platform.client.enqueue("event.reminder", {"event_id": str(event_id)})
     assert first is not None
     await sink.wait_for(39, timeout=90)
-    assert (await finished(platform.pool, first.id))["result"] == {"participants": 40, "created": 40}
+    fanned = await finished(platform.pool, first.id)
+    assert fanned["result"] == {"participants": 40, "created": 40}
+    assert (fanned["progress_done"], fanned["progress_total"], fanned["progress_message"]) == \
+        (40, 40, "participants enqueued")  # the fan-out's progress
 
     async def all_sends_finished() -> list[asyncpg.Record]:
         rows = await platform.pool.fetch("SELECT * FROM jobs WHERE kind = 'email.send'")
@@ -133,6 +138,13 @@ async def test_reminder_fans_out_once_per_participant_and_a_rerun_sends_nothing_
     assert {row["parent_id"] for row in sends} == {first.id}
     assert {row["state"] for row in sends if row["args"]["to"] == bad_address} == {"failed"}
     assert sum(row["state"] == "succeeded" for row in sends) == 39
+    # The sends were one batch; its callback reports the outcome once they have all finished.
+    batch = await platform.pool.fetchrow("SELECT * FROM batches WHERE id = $1",
+                                         uuid.uuid5(uuid.NAMESPACE_URL, f"eventjobs:fan-out:{first.id}"))
+    assert (batch["total"], batch["succeeded"], batch["failed"]) == (40, 39, 1)
+    report = await finished(platform.pool, batch["callback_id"])
+    assert report["result"] == {"event_id": str(event_id), "reminder": "event.reminder", "sent": 39, "of": 40,
+                                "failed": 1}
     statuses = {row["recipient"]: row["status"] for row in await email_rows(platform.pool)}
     assert statuses == {address: "failed" if address == bad_address else "sent" for _, address in participants}
     # The title's line break never reached a header: the subject is one line.

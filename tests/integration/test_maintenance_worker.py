@@ -129,6 +129,9 @@ async def test_cleanup_old_logs_deletes_old_logs_and_old_finished_jobs_but_keeps
     row = await run_job(platform, "maintenance.cleanup_old_logs")
 
     assert row["result"] == {"log_lines_deleted": 1, "jobs_deleted": 2}
+    # Its progress: the last report of the second phase, stored when the handler ended.
+    assert (row["progress_done"], row["progress_total"]) == (2, None)
+    assert row["progress_message"] == "step 2 of 2: finished jobs deleted (1 log lines before)"
     remaining = {r["id"] for r in await pool.fetch("SELECT id FROM jobs WHERE kind = 'test.noop'")}
     assert remaining == {old_failed, recent_succeeded}
     assert await pool.fetchval(

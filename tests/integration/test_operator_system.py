@@ -33,7 +33,8 @@ async def get_json(api: Client, path: str) -> Any:
 async def test_stats_count_jobs_by_state_and_live_servers(api: Client, start_worker: StartWorker) -> None:
     empty = await get_json(api, "/api/stats")
     assert empty == {"enqueued": 0, "scheduled": 0, "processing": 0, "succeeded": 0, "failed": 0,
-                     "deleted": 0, "retrying": 0, "servers": 0}
+                     "deleted": 0, "retrying": 0, "cancelled": 0, "awaiting": 0,
+                     "skipped": 0, "servers": 0}
     for n in range(3):
         await api.post("/api/jobs", json={"kind": "test.noop", "args": {"n": n}, "delay_seconds": 600})
     await api.post("/api/jobs", json={"kind": "test.permanent", "args": {}})

@@ -122,3 +122,31 @@ async def test_a_handler_over_its_timeout_is_a_failed_attempt_with_reason_timeou
     assert failed["reason"] == "timeout: attempts exhausted (1 of 1)"
     assert failed["error"] == "timed out after 2s"
     assert failed["duration_ms"] < 5000  # cut off by the timeout, not run to the end of its sleep
+
+
+async def test_the_retries_of_one_failing_burst_are_spread_over_the_jitter_buckets(
+    runtime: Runtime, start_worker: StartWorker
+) -> None:
+    # A 4 s delay with ±50 % jitter: buckets of 2, 3, 4, 5 and 6 s (shared/retry.py).
+    await start_worker(retry_attempts=2, retry_delays=(4,), retry_jitter=0.5)
+    jobs = [await runtime.client.enqueue("test.flaky", {"failures": 1}) for _ in range(30)]
+    ids = [job.id for job in jobs if job is not None]
+
+    async def all_succeeded() -> bool:
+        done = await runtime.pool.fetchval(
+            "SELECT count(*) FROM jobs WHERE id = ANY($1::uuid[]) AND state = 'succeeded'", ids)
+        return bool(done == len(ids))
+
+    await eventually(all_succeeded, timeout=90, what="every job to succeed at its second attempt")
+    planned: list[int] = []
+    for job_id in ids:
+        rows = await history(runtime.pool, job_id)
+        retrying = next(row for row in rows if row["state"] == "retrying")
+        second = next(row for row in rows if row["state"] == "processing" and row["attempt"] == 2)
+        delay = int(retrying["reason"].removeprefix("error; retry in ").removesuffix("s"))
+        assert second["created_at"] - retrying["created_at"] >= timedelta(seconds=delay)  # never early
+        planned.append(delay)
+    spread = {delay: planned.count(delay) for delay in sorted(set(planned))}
+    print(f"retry delays of a burst of 30 (4 s ± 50 %): {spread}")
+    assert set(planned) <= {2, 3, 4, 5, 6}
+    assert len(set(planned)) >= 3  # one wave became several (all in two buckets: p < 1e-10)

@@ -62,7 +62,8 @@ def test_registry(*extra: JobKind) -> Registry:
             JobKind("test.permanent", NoopArgs, TEST_SERVICE, QueueClass.DEFAULT, timeout_seconds=30),
             JobKind("test.log", LogArgs, TEST_SERVICE, QueueClass.LOW, timeout_seconds=30),
             JobKind("test.slow_retry", NoopArgs, TEST_SERVICE, QueueClass.DEFAULT,
-                    retry=RetryPolicy(2, (30,)), timeout_seconds=30),
+                    # no jitter: the fault tests time this retry to the second
+                    retry=RetryPolicy(2, (30,), jitter=0.0), timeout_seconds=30),
             JobKind("test.gate", GateArgs, TEST_SERVICE, QueueClass.DEFAULT, timeout_seconds=60),
             JobKind("test.observed", ObservedArgs, TEST_SERVICE, QueueClass.DEFAULT, timeout_seconds=120),
             *extra,

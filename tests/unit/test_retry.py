@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from shared.retry import GiveUp, Retry, RetryDecision, RetryPolicy
+from shared.retry import GiveUp, Retry, RetryDecision, RetryPolicy, jitter_buckets
 
 HANGFIRE = RetryPolicy(3, (60, 300, 900))
 
@@ -39,3 +41,33 @@ def test_decide(
 def test_invalid_policies_are_refused(max_attempts: int, delays: tuple[int, ...]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(max_attempts, delays)
+
+
+@pytest.mark.parametrize(
+    ("delay", "jitter", "buckets"),
+    [
+        (60, 0.1, (54, 57, 60, 63, 66)),  # the default: ±10 % in five waves
+        (900, 0.1, (810, 855, 900, 945, 990)),
+        (60, 0.0, (60,)),
+        (1, 0.1, (1,)),  # whole seconds: a 1 s retry has nothing to spread
+        (4, 0.5, (2, 3, 4, 5, 6)),
+        (1, 0.9, (1, 2)),  # never below one second
+    ],
+)
+def test_jitter_buckets(delay: int, jitter: float, buckets: tuple[int, ...]) -> None:
+    assert jitter_buckets(delay, jitter) == buckets
+
+
+def test_a_jittered_retry_picks_every_bucket_and_only_those() -> None:
+    policy = RetryPolicy(3, (60, 300), jitter=0.1)
+    rng = random.Random(9)
+    seen = {policy.decide(1, permanent=False, rng=rng) for _ in range(500)}
+    assert seen == {Retry(delay) for delay in (54, 57, 60, 63, 66)}
+    assert policy.queue_delays() == {54, 57, 60, 63, 66, 270, 285, 300, 315, 330}
+
+
+def test_a_kind_without_its_own_jitter_takes_the_default() -> None:
+    assert RetryPolicy(2, (30,)).with_jitter(0.2).jitter == 0.2
+    assert RetryPolicy(2, (30,), jitter=0.0).with_jitter(0.2).jitter == 0.0
+    with pytest.raises(ValueError):
+        RetryPolicy(2, (30,), jitter=1.0)
