@@ -10,15 +10,11 @@ LIMIT_RECHECK_SECONDS at the latest).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
-
-if TYPE_CHECKING:
-    from shared.registry import JobKind
-    from shared.settings import Settings
 
 SMTP_GROUP = "smtp"  # the rate group of every kind that talks to the SMTP server
 # A job waiting for a concurrency slot is looked at again after this long even when nothing woke it (a run
@@ -67,7 +63,24 @@ class LimitOverride(BaseModel):
     per_seconds: float | None = Field(None, gt=0)
 
 
-def effective_limits(kinds: Iterable[JobKind], settings: Settings) -> dict[str, KindLimits]:
+class LimitedKind(Protocol):
+    """What effective_limits reads of a JobKind (a protocol, so this module imports neither registry nor
+    settings, which both import it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def limits(self) -> KindLimits | None: ...
+
+
+class LimitSettings(Protocol):
+    @property
+    def smtp_rate_per_second(self) -> float | None: ...
+    @property
+    def kind_limits(self) -> Mapping[str, LimitOverride]: ...
+
+
+def effective_limits(kinds: Iterable[LimitedKind], settings: LimitSettings) -> dict[str, KindLimits]:
     """The limits in force per kind name, for the kinds that have any."""
     found: dict[str, KindLimits] = {}
     for kind in kinds:

@@ -24,6 +24,7 @@ import ipaddress
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -300,13 +301,15 @@ def sees_secrets(request: web.Request) -> bool:
     return principal is not None and not principal.read_only and not request.app[SETTINGS].dashboard_read_only
 
 
-def _dashboard_refusal(request: web.Request, status: int, message: str) -> web.StreamResponse:
-    # Imported here: the renderer needs this module's CSRF token, so it cannot be a top-level import.
-    from services.api.dashboard_render import render_login, render_message
+# The dashboard's page for a refused request (its login form, or a message), installed by the dashboard:
+# this module cannot import the renderer, which reads this module's CSRF names.
+RefusalPage = Callable[[web.Request, int, str, bool], web.StreamResponse]
+REFUSAL_PAGE: web.AppKey[RefusalPage] = web.AppKey("dashboard_refusal_page")
 
-    if status == 401 and tokens_configured(request.app[SETTINGS]) and request.method in SAFE_METHODS:
-        return render_login(request, status=401, next_path=request.path_qs)
-    return render_message(request, status, message)
+
+def _dashboard_refusal(request: web.Request, status: int, message: str) -> web.StreamResponse:
+    login = status == 401 and tokens_configured(request.app[SETTINGS]) and request.method in SAFE_METHODS
+    return request.app[REFUSAL_PAGE](request, status, message, login)
 
 
 @web.middleware

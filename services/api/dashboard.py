@@ -15,7 +15,7 @@ from aiohttp import web
 from services.api import auth
 from services.api import dashboard_format as fmt
 from services.api.dashboard_filters import parse_filter
-from services.api.dashboard_render import STATE_ORDER, html_errors, render, render_login
+from services.api.dashboard_render import STATE_ORDER, html_errors, refusal_page, render, render_login
 from services.api.errors import path_uuid
 from services.api.redaction import JobRedactor, redact_job
 from services.api.typedefs import RUNTIME
@@ -42,6 +42,7 @@ def setup(app: web.Application) -> None:
     from services.api import dashboard_actions, dashboard_parking, dashboard_system
 
     auth.install(app)
+    app[auth.REFUSAL_PAGE] = refusal_page
     app[REALTIME_CACHE] = {}
     app.middlewares.append(html_errors)
     app.add_routes(routes)

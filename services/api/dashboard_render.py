@@ -113,6 +113,13 @@ def render_login(request: web.Request, *, status: int = 200, next_path: str = "/
                   login_path=LOGIN_PATH, tokens=tokens_configured(request.app[SETTINGS]))
 
 
+def refusal_page(request: web.Request, status: int, message: str, login: bool) -> web.Response:
+    """What auth shows a dashboard request it refuses (auth.REFUSAL_PAGE)."""
+    if login:
+        return render_login(request, status=401, next_path=request.path_qs)
+    return render_message(request, status, message)
+
+
 def render_message(request: web.Request, status: int, message: str) -> web.Response:
     titles = {401: "Not signed in", 403: "Not allowed", 404: "Not found", 405: "Method not allowed",
               422: "Invalid input"}

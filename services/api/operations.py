@@ -20,9 +20,9 @@ import asyncpg
 
 from services.api.errors import ApiError, invalid_fields
 from services.api.schemas import RECURRING_ID_PATTERN, RecurringOut, RecurringPut
-from services.scheduler.cron import InvalidSchedule, Schedule, parse_cron
 from shared import parking_lot
 from shared.client import EnqueuedJob
+from shared.cron import InvalidSchedule, Schedule, parse_cron
 from shared.db import job_search
 from shared.db import jobs as job_queries
 from shared.jobs import CANCELLABLE, DELETABLE, REQUEUEABLE, JobState

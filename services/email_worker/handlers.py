@@ -23,13 +23,18 @@ import jinja2
 
 from services.email_worker.compose import ComposeError, Outgoing, build, message_id_for, one_line, template_environment
 from services.email_worker.smtp import Mailer, SmtpDeferred, SmtpRejected, SmtpReply
-from shared.client import IdempotencyConflict, JobSpec
 from shared.db import emails, events
 from shared.db import jobs as job_queries
-from shared.jobs import QueueClass
+from shared.handler_api import (
+    Handler,
+    IdempotencyConflict,
+    InvalidJobArguments,
+    JobContext,
+    JobSpec,
+    PermanentError,
+    QueueClass,
+)
 from shared.kinds import EventArgs, EventConfirmationArgs, ReminderReportArgs, SendEmailArgs, WelcomeArgs
-from shared.messaging.consumer import Handler, JobContext
-from shared.registry import InvalidJobArguments, PermanentError
 from shared.settings import Settings
 
 LEASE_MARGIN_SECONDS = 2.0  # the local cut-off comes this long before the lease's end in the database

@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from services.maintenance_worker.report import gather_report, report_window
-from shared.client import IdempotencyConflict
 from shared.db import maintenance, reports
+from shared.handler_api import Handler, IdempotencyConflict, InvalidJobArguments, JobContext
 from shared.kinds import NoArgs
 from shared.lifecycle import dead_after
-from shared.messaging.consumer import Handler, JobContext
-from shared.registry import InvalidJobArguments
 from shared.settings import Settings
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import asyncpg
 
-from services.scheduler.cron import InvalidSchedule, MisfirePolicy, Schedule, catch_up, parse_cron
 from services.scheduler.due_jobs import TRANSIENT_ERRORS, UNEXPECTED_ERROR_PAUSE_SECONDS
 from services.scheduler.wakeup import wait_any
 from shared import job_metrics
+from shared.cron import InvalidSchedule, MisfirePolicy, Schedule, catch_up, parse_cron
 from shared.db import recurring as recurring_queries
 from shared.db.pool import acquire
 from shared.registry import InvalidJobArguments, UnknownJobKind

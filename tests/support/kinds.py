@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from shared.handler_api import Handler, JobContext, PermanentError
 from shared.jobs import QueueClass
 from shared.kinds import Args
-from shared.messaging.consumer import Handler, JobContext
-from shared.registry import JobKind, PermanentError, Registry
+from shared.registry import JobKind, Registry
 from shared.retry import RetryPolicy
 from tests.support.observed import record
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.scheduler.cron import (
+from shared.cron import (
     MAX_CATCH_UP,
     InvalidSchedule,
     MisfirePolicy,
