@@ -73,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
 
 @asynccontextmanager
 async def runtime(settings: Settings) -> AsyncIterator[Any]:
-    from shared.worker import open_runtime
+    from shared.runtime import open_runtime
 
     async with open_runtime(settings, platform_registry(), pool_size=2, connection_name="eventjobs-cli") as opened:
         yield opened

@@ -11,8 +11,9 @@ import pytest
 from shared.lifecycle import run_service  # noqa: F401  (imported so a broken import fails collection early)
 from shared.messaging.consumer import Handler
 from shared.registry import Registry
+from shared.runtime import Runtime, open_runtime
 from shared.settings import Settings
-from shared.worker import Runtime, open_runtime, run_worker
+from shared.worker import run_worker
 from tests.support.environment import (
     Management,
     TestEnvironment,

@@ -30,8 +30,8 @@ from services.api.openapi import ApiRoutes, openapi_document
 from services.api.typedefs import RUNTIME, SETTINGS
 from shared.kinds import platform_registry
 from shared.registry import Registry
+from shared.runtime import open_runtime
 from shared.settings import Settings
-from shared.worker import open_runtime
 
 
 def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:

@@ -24,7 +24,7 @@ from shared.db import jobs as job_queries
 from shared.db import servers as server_queries
 from shared.jobs import CANCELLABLE, DELETABLE, FINAL_STATES, REQUEUEABLE, JobState, QueueClass
 from shared.lifecycle import dead_after
-from shared.worker import Runtime
+from shared.runtime import Runtime
 
 STATIC = Path(__file__).parent / "static" / "dashboard"
 PAGE_SIZE = 50

@@ -22,7 +22,7 @@ from services.api.dashboard_system import NEW_RECURRING, render_recurring
 from services.api.errors import ApiError, path_uuid
 from services.api.schemas import RecurringPut
 from services.api.typedefs import RUNTIME, SETTINGS
-from shared.worker import Runtime
+from shared.runtime import Runtime
 
 routes = web.RouteTableDef()
 REASON = "from the dashboard"

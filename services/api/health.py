@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from services.api.openapi import ApiRoutes
 from services.api.typedefs import RUNTIME
-from shared.worker import unreachable_dependencies
+from shared.runtime import unreachable_dependencies
 
 routes = ApiRoutes("health")
 

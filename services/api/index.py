@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from services.api.openapi import ApiRoutes
 from services.api.typedefs import RUNTIME
 from shared.kind_catalog import catalog
-from shared.worker import default_retry
+from shared.runtime import default_retry
 
 routes = ApiRoutes("index")
 

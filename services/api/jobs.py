@@ -34,7 +34,7 @@ from shared.client import IdempotencyConflict, JobSpec, UnknownParentJob
 from shared.db import job_search
 from shared.db import jobs as job_queries
 from shared.registry import InvalidJobArguments, UnknownJobKind
-from shared.worker import Runtime
+from shared.runtime import Runtime
 
 routes = ApiRoutes("jobs")
 

@@ -27,7 +27,7 @@ from shared.db import job_search
 from shared.db import jobs as job_queries
 from shared.jobs import CANCELLABLE, DELETABLE, REQUEUEABLE, JobState
 from shared.registry import InvalidJobArguments, UnknownJobKind
-from shared.worker import Runtime
+from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 PARKED_SWEEP_TIMEOUT_SECONDS = 10.0

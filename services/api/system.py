@@ -28,7 +28,7 @@ from services.api.typedefs import RUNTIME
 from shared import parking_lot
 from shared.db import job_search, servers
 from shared.lifecycle import dead_after
-from shared.worker import Runtime
+from shared.runtime import Runtime
 
 routes = ApiRoutes("system")
 PURGE_TIMEOUT_SECONDS = 30.0

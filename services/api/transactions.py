@@ -8,7 +8,7 @@ from typing import cast
 
 import asyncpg
 
-from shared.worker import Runtime
+from shared.runtime import Runtime
 
 
 @asynccontextmanager

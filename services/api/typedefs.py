@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from shared.runtime import Runtime
 from shared.settings import Settings
-from shared.worker import Runtime
 
 SETTINGS = web.AppKey("settings", Settings)
 RUNTIME = web.AppKey("runtime", Runtime)

@@ -14,8 +14,8 @@ from shared.job_metrics import serve_metrics
 from shared.kinds import platform_registry
 from shared.lifecycle import heartbeat, new_server_id, run_service
 from shared.registry import Registry
+from shared.runtime import open_runtime, watch_dependencies
 from shared.settings import Settings
-from shared.worker import open_runtime, watch_dependencies
 
 log = logging.getLogger("services.scheduler")  # not "__main__" when run with -m
 

@@ -18,7 +18,7 @@ from shared.db import jobs as job_queries
 from shared.db.pool import acquire
 from shared.messaging.broker import BrokerUnavailable
 from shared.messaging.envelope import Envelope
-from shared.worker import Runtime
+from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from shared.cron import InvalidSchedule, MisfirePolicy, Schedule, catch_up, pars
 from shared.db import recurring as recurring_queries
 from shared.db.pool import acquire
 from shared.registry import InvalidJobArguments, UnknownJobKind
-from shared.worker import Runtime
+from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

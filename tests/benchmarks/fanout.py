@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from shared.kinds import platform_registry
-from shared.worker import open_runtime
+from shared.runtime import open_runtime
 from tests.support.domain_rows import insert_event, insert_participants
 from tests.support.environment import Management, create_template_database, drop_database, test_environment
 from tests.support.services import running_services

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from shared.worker import Runtime, open_runtime
+from shared.runtime import Runtime, open_runtime
 from tests.benchmarks.sink import SINK_TABLE
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import test_registry

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.worker import open_runtime
+from shared.runtime import open_runtime
 from tests.benchmarks.compare import ROWS, Config, run_bench
 from tests.benchmarks.systems import HistoryMissing, Ours
 from tests.support.environment import TestEnvironment

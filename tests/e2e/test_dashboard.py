@@ -21,8 +21,8 @@ from shared.jobs import QueueClass
 from shared.kinds import Args
 from shared.messaging.consumer import JobContext
 from shared.registry import JobKind
+from shared.runtime import Runtime, open_runtime
 from shared.settings import Settings
-from shared.worker import Runtime, open_runtime
 from tests.conftest import StartWorker
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import BROKEN, TEST_HANDLERS, TEST_SERVICE, gate, test_registry

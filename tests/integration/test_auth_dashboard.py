@@ -13,11 +13,11 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from services.api.app import create_app
-from services.api.auth import SESSION_COOKIE, is_loopback
+from services.api.auth import ENQUEUE_PATHS, SESSION_COOKIE, is_loopback
 from shared.db import jobs as job_queries
 from shared.jobs import JobState
+from shared.runtime import Runtime
 from shared.settings import Settings
-from shared.worker import Runtime
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import test_registry
 from tests.support.live_api import browser_session, csrf_from, non_loopback_address, running_api
@@ -48,7 +48,7 @@ def action_routes(settings: Settings) -> list[tuple[str, str]]:
         path = route.resource.canonical if route.resource else ""
         if route.method in ("POST", "PATCH", "PUT", "DELETE") and path.startswith(("/jobs", "/api/jobs",
                                                                                    "/api/recurring")):
-            if path not in ("/jobs/login", "/jobs/logout", "/api/jobs"):
+            if path not in ("/jobs/login", "/jobs/logout", *ENQUEUE_PATHS):  # enqueueing is not an operator action
                 found.add((route.method, path))
     return sorted(found)
 

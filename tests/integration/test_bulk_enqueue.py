@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from shared import client as client_module
 from shared.client import BatchRefused, EnqueuedJob, IdempotencyConflict, JobSpec
 from shared.registry import InvalidJobArguments, UnknownJobKind
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.conftest import StartWorker
 from tests.support.api_probe import platform_api, queue_depth
 from tests.support.environment import TestEnvironment

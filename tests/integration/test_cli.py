@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from shared.messaging.topology import DEAD_QUEUE
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.support.broker_probe import ready_count
 from tests.support.environment import TestEnvironment
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aio_pika
 
 from shared.messaging.topology import work_queue
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import TEST_SERVICE
 

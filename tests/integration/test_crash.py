@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.support.environment import TestEnvironment
 from tests.support.scheduler import StartScheduler, start_scheduler_fixture  # noqa: F401  (fixture)
 from tests.support.waiting import eventually

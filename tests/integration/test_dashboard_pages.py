@@ -13,7 +13,7 @@ import pytest
 
 from shared.db import jobs as job_queries
 from shared.jobs import JobState
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.conftest import StartWorker
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import BROKEN, test_registry

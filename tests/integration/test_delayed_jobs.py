@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.conftest import StartWorker
 from tests.support.scheduler import StartScheduler, start_scheduler_fixture  # noqa: F401  (fixture)
 from tests.support.waiting import eventually

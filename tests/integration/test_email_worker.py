@@ -15,7 +15,7 @@ from shared.db import jobs as job_queries
 from shared.jobs import JobState
 from shared.kinds import EMAIL_SERVICE, platform_registry
 from shared.registry import InvalidJobArguments
-from shared.worker import Runtime, open_runtime
+from shared.runtime import Runtime, open_runtime
 from tests.conftest import StartWorker
 from tests.support.domain_rows import insert_event, insert_participants
 from tests.support.environment import TestEnvironment

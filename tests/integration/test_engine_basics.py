@@ -9,7 +9,7 @@ import pytest
 
 from shared.db import jobs as job_queries
 from shared.messaging.topology import work_queue
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.conftest import StartWorker
 from tests.support.environment import Management, TestEnvironment
 from tests.support.kinds import TEST_SERVICE

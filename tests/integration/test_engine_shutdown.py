@@ -6,7 +6,7 @@ import uuid
 
 from shared.db import jobs as job_queries
 from shared.messaging.topology import work_queue
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.conftest import StartWorker
 from tests.support.broker_probe import consumer_count, dead_letters, ready_count
 from tests.support.environment import TestEnvironment

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from services.email_worker.handlers import build_handlers
 from shared.kinds import EMAIL_SERVICE, platform_registry
-from shared.worker import Runtime, open_runtime
+from shared.runtime import Runtime, open_runtime
 from tests.conftest import StartWorker
 from tests.support.api_probe import platform_api
 from tests.support.domain_rows import insert_participants

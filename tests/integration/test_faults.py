@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 
 from shared.messaging.envelope import Envelope
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.support import observed
 from tests.support.environment import Management, TestEnvironment
 from tests.support.kinds import test_registry

@@ -17,7 +17,7 @@ from shared.jobs import QueueClass
 from shared.messaging.consumer import JobContext
 from shared.messaging.envelope import Envelope
 from shared.registry import JobKind
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.conftest import StartWorker
 from tests.support.api_probe import platform_api
 from tests.support.environment import TestEnvironment

@@ -8,8 +8,8 @@ from typing import Any
 from shared.jobs import QueueClass
 from shared.messaging.consumer import JobContext
 from shared.registry import JobKind
+from shared.runtime import open_runtime
 from shared.settings import Settings
-from shared.worker import open_runtime
 from tests.conftest import StartWorker
 from tests.support.kinds import TEST_HANDLERS, TEST_SERVICE, GateArgs, gate, test_registry
 from tests.support.live_api import browser_session, running_api

@@ -13,8 +13,8 @@ from shared.db import limits as limit_queries
 from shared.jobs import QueueClass
 from shared.limits import KindLimits
 from shared.registry import JobKind
+from shared.runtime import Runtime, open_runtime
 from shared.settings import Settings
-from shared.worker import Runtime, open_runtime
 from tests.conftest import StartWorker
 from tests.support.kinds import TEST_HANDLERS, TEST_SERVICE, NoopArgs, ObservedArgs, test_registry
 from tests.support.live_api import browser_session, running_api

@@ -16,7 +16,7 @@ from services.maintenance_worker.handlers import build_handlers as maintenance_h
 from shared.db import jobs as job_queries
 from shared.jobs import JobState
 from shared.kinds import EMAIL_SERVICE, MAINTENANCE_SERVICE, PLATFORM_KINDS
-from shared.worker import Runtime, open_runtime
+from shared.runtime import Runtime, open_runtime
 from tests.conftest import StartWorker
 from tests.support.domain_rows import insert_event, insert_participants
 from tests.support.environment import TestEnvironment

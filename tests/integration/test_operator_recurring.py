@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp.test_utils import TestClient
 
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.conftest import StartWorker
 from tests.support.api_probe import platform_api
 from tests.support.environment import TestEnvironment

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from shared.worker import Runtime, open_runtime, run_worker
+from shared.runtime import Runtime, open_runtime
+from shared.worker import run_worker
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import TEST_HANDLERS, TEST_SERVICE, test_registry
 from tests.support.proxy import running_proxy

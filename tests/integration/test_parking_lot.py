@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from shared import parking_lot
 from shared.messaging.envelope import Envelope
 from shared.messaging.topology import DEAD_QUEUE
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.conftest import StartWorker
 from tests.support.api_probe import platform_api
 from tests.support.broker_probe import ready_count

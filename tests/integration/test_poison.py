@@ -10,7 +10,7 @@ import pytest
 
 from shared.db import jobs as job_queries
 from shared.messaging.topology import JOBS_EXCHANGE
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.conftest import StartWorker
 from tests.support.broker_probe import DeadLetter, dead_letters
 from tests.support.environment import TestEnvironment

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 from shared.db import jobs as job_queries
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.conftest import StartWorker
 from tests.support.kinds import gate
 from tests.support.waiting import eventually

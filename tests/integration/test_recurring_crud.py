@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.support.api_probe import platform_api
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import test_registry

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from shared.db import jobs as job_queries
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.conftest import StartWorker
 from tests.support.broker_probe import dead_letters
 from tests.support.environment import TestEnvironment

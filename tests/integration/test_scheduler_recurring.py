@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.support.environment import TestEnvironment
 from tests.support.scheduler import (  # noqa: F401  (fixtures)
     LogRecorder,

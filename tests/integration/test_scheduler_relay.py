@@ -9,7 +9,7 @@ import aio_pika
 import pytest
 
 from shared.messaging.topology import work_queue
-from shared.worker import Runtime
+from shared.runtime import Runtime
 from tests.conftest import StartWorker
 from tests.support.environment import TestEnvironment
 from tests.support.kinds import TEST_SERVICE
