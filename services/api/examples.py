@@ -19,4 +19,17 @@ REQUEST_EXAMPLES: dict[str, Any] = {
     "BulkJobsRequest": {"state": "failed", "kind": "email.send"},
     "ParkedPurgeIn": {"older_than_seconds": 604800},
     "RecurringPatch": {"cron": "0 3 * * *", "timezone": "Europe/Berlin", "enabled": True},
+    "RecurringPut": {"kind": "maintenance.cleanup_old_logs", "args": {}, "cron": "0 3 * * 0",
+                     "timezone": "Europe/Berlin", "misfire_policy": "fire_once", "enabled": True},
+    "JobBatchRequest": {"jobs": [
+        {"kind": "email.welcome", "args": {"email": "ada@example.com", "name": "Ada Lovelace"},
+         "idempotency_key": "welcome-ada"},
+        {"kind": "email.welcome", "args": {"email": "grace@example.com", "name": "Grace Hopper"},
+         "delay_seconds": 60},
+    ]},
+    "BatchRequest": {
+        "jobs": [{"kind": "email.welcome", "args": {"email": "ada@example.com", "name": "Ada Lovelace"}},
+                 {"kind": "email.welcome", "args": {"email": "grace@example.com", "name": "Grace Hopper"}}],
+        "then": {"kind": "maintenance.daily_report", "args": {}},
+    },
 }
