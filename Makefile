@@ -30,6 +30,8 @@ test: install deploy-check
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy shared services
+	$(VENV)/bin/pylint --disable=all --enable=duplicate-code --min-similarity-lines=6 --ignore-imports=yes \
+	  --ignore-signatures=yes --ignore-docstrings=yes --ignore-comments=yes --score=no services shared
 
 # docker/ and deploy/ linted and validated offline: compose, kustomize overlays, schemas, our own rules.
 deploy-check: install

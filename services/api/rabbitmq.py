@@ -10,7 +10,9 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
+from pydantic import ConfigDict
 
+from services.api.schemas import QueueOut
 from shared import parking_lot
 from shared.messaging.topology import DEAD_QUEUE, JOBS_EXCHANGE
 from shared.settings import Settings
@@ -22,17 +24,12 @@ class ManagementUnavailable(RuntimeError):
     """The management API did not answer, or refused us; the queues page says so instead of failing."""
 
 
-@dataclass(frozen=True)
-class QueueInfo:
-    name: str
-    role: str  # work, delay, dead or other
-    messages: int  # ready + unacknowledged
-    ready: int
-    unacknowledged: int
-    consumers: int
-    publish_rate: float  # messages per second, as the management API averages them
-    deliver_rate: float
-    ack_rate: float
+class QueueInfo(QueueOut):
+    """One queue as the management API reports it: what GET /api/queues shows (rates are messages per second
+    as the management API averages them; role is work, delay, dead or other), plus its arguments."""
+
+    model_config = ConfigDict(frozen=True)
+
     arguments: dict[str, Any]
 
 
