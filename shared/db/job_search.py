@@ -11,11 +11,12 @@ import binascii
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from shared.db import reports
 from shared.db.jobs import REQUEUE, REQUEUEABLE_STATES, Executor
 from shared.jobs import JobState
 
@@ -234,18 +235,11 @@ class Lateness:
 
 
 async def lateness_by_kind(executor: Executor, window: timedelta = timedelta(hours=24)) -> list[Lateness]:
-    """How long after their run_at jobs first started, p50/p99 per kind, over jobs first started in `window`."""
-    rows = await executor.fetch(
-        """SELECT j.kind, count(*) AS jobs,
-                  percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (
-                      ORDER BY greatest(extract(epoch FROM s.created_at - j.run_at), 0)) AS p
-             FROM job_states s JOIN jobs j ON j.id = s.job_id
-            WHERE s.created_at >= now() - $1::interval AND s.state = 'processing' AND s.attempt = 1
-            GROUP BY j.kind
-            ORDER BY j.kind""",
-        window,
-    )
-    return [Lateness(row["kind"], int(row["jobs"]), float(row["p"][0]), float(row["p"][1])) for row in rows]
+    """reports.lateness_by_kind over the last `window`: the dashboard shows what the daily report counts."""
+    end = datetime.now(UTC)
+    rows = await reports.lateness_by_kind(executor, end - window, end)
+    return [Lateness(row["kind"], int(row["count"]), float(row["p50_seconds"]), float(row["p99_seconds"]))
+            for row in rows]
 
 
 async def children(executor: Executor, parent_id: uuid.UUID, *, limit: int = 100) -> list[asyncpg.Record]:

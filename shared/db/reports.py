@@ -54,8 +54,9 @@ async def jobs_finished_by_kind(executor: Executor, start: datetime, end: dateti
 
 
 async def lateness_by_kind(executor: Executor, start: datetime, end: datetime) -> list[asyncpg.Record]:
-    """Per kind, how late jobs first started: first `processing` history row minus run_at, for jobs
-    whose first start fell in the window."""
+    """Per kind, how late jobs first started: first `processing` history row minus run_at (never below
+    zero), for jobs whose first start fell in [start, end). The one lateness of the system: the daily
+    report and the dashboard both read it."""
     return await executor.fetch(
         """WITH first_start AS (
                SELECT s.job_id, min(s.created_at) AS started
@@ -66,10 +67,10 @@ async def lateness_by_kind(executor: Executor, start: datetime, end: datetime) -
                 GROUP BY s.job_id
                HAVING min(s.created_at) >= $1)
            SELECT j.kind, count(*) AS count,
-                  percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM f.started - j.run_at))
-                      AS p50_seconds,
-                  percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM f.started - j.run_at))
-                      AS p99_seconds
+                  percentile_cont(0.5) WITHIN GROUP (
+                      ORDER BY greatest(extract(epoch FROM f.started - j.run_at), 0)) AS p50_seconds,
+                  percentile_cont(0.99) WITHIN GROUP (
+                      ORDER BY greatest(extract(epoch FROM f.started - j.run_at), 0)) AS p99_seconds
              FROM first_start f JOIN jobs j ON j.id = f.job_id
             GROUP BY j.kind
             ORDER BY j.kind""",
