@@ -9,8 +9,9 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import uvloop
@@ -32,6 +33,18 @@ def dead_after(settings: Settings) -> float:
 
 
 @asynccontextmanager
+async def in_background(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run `work` as a task for the body of the `async with`; cancelled and awaited when it ends."""
+    task = asyncio.create_task(work, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@asynccontextmanager
 async def heartbeat(
     pool: asyncpg.Pool, server_id: str, *, service: str, queues: Sequence[str], concurrency: int,
     interval: float,
@@ -49,13 +62,10 @@ async def heartbeat(
                 log.warning("heartbeat failed", exc_info=True)
 
     await beat()
-    task = asyncio.create_task(beat_forever(), name=f"heartbeat {server_id}")
     try:
-        yield
+        async with in_background(beat_forever(), f"heartbeat {server_id}"):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         with contextlib.suppress(OSError, asyncpg.PostgresError):
             await servers.remove(pool, server_id)
 
@@ -87,13 +97,8 @@ async def exit_when_dependencies_lost(
                 stop.set()
                 return
 
-    task = asyncio.create_task(watch(), name="dependency watchdog")
-    try:
+    async with in_background(watch(), "dependency watchdog"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     if lost:
         raise DependencyLost(f"unreachable for more than {limit:g}s: {', '.join(lost)}")
 

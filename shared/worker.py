@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -13,7 +12,7 @@ import asyncpg
 from shared import job_metrics
 from shared.db import jobs as job_queries
 from shared.job_metrics import serve_metrics
-from shared.lifecycle import heartbeat, new_server_id
+from shared.lifecycle import heartbeat, in_background, new_server_id
 from shared.limits import effective_limits
 from shared.logs import JobLogBuffer
 from shared.messaging.consumer import Consumer, Handler
@@ -46,13 +45,10 @@ async def job_log_flusher(pool: asyncpg.Pool, interval: float = 0.5) -> AsyncIte
             await asyncio.sleep(interval)
             await flush()
 
-    task = asyncio.create_task(flush_forever())
     try:
-        yield
+        async with in_background(flush_forever(), "job log flusher"):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         logging.getLogger().removeHandler(buffer)
         await flush()
 

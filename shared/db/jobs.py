@@ -225,6 +225,13 @@ async def mark_attempt_failed(
     return bool(status == "UPDATE 1")
 
 
+def not_republished_since(moment: str) -> str:
+    """SQL: no copy of the job published since `moment` (a column), or for `$1` seconds: the sweeper's guard
+    against publishing the same lost job on every round."""
+    return f"""(published_at IS NULL OR published_at < {moment}
+                    OR published_at < now() - make_interval(secs => $1))"""
+
+
 async def overdue_retries(
     connection: asyncpg.Connection, overdue_seconds: float, limit: int
 ) -> list[asyncpg.Record]:
@@ -233,8 +240,7 @@ async def overdue_retries(
     return await connection.fetch(
         f"""SELECT {CLAIMED_COLUMNS} FROM jobs
              WHERE state = 'retrying' AND retry_at < now() - make_interval(secs => $1)
-               AND (published_at IS NULL OR published_at < retry_at
-                    OR published_at < now() - make_interval(secs => $1))
+               AND {not_republished_since("retry_at")}
              ORDER BY retry_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED""",
@@ -355,8 +361,7 @@ async def expired_leases(connection: asyncpg.Connection, stale_seconds: float, l
     return await connection.fetch(
         f"""SELECT {CLAIMED_COLUMNS}, worker FROM jobs
              WHERE state = 'processing' AND coalesce(lease_expires_at, '-infinity') < now()
-               AND (published_at IS NULL OR published_at < lease_expires_at
-                    OR published_at < now() - make_interval(secs => $1))
+               AND {not_republished_since("lease_expires_at")}
              ORDER BY lease_expires_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED""",

@@ -10,41 +10,25 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
 from shared.runtime import Runtime
 from tests.support.environment import TestEnvironment
+from tests.support.processes import WORKER, service_process
 from tests.support.scheduler import StartScheduler, start_scheduler_fixture  # noqa: F401  (fixture)
 from tests.support.waiting import eventually
 
-ROOT = Path(__file__).resolve().parents[2]
 PREFETCH = 20
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.both_queue_types]
 
 
-@asynccontextmanager
-async def worker_process(env: TestEnvironment, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log.open("ab") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.support.worker", cwd=ROOT, stderr=stderr, stdout=stderr,
-            env=env.process_env(worker_concurrency=PREFETCH, worker_prefetch=PREFETCH),
-        )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+def worker_process(env: TestEnvironment, log: Path) -> AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    return service_process(WORKER, env, log, worker_concurrency=PREFETCH, worker_prefetch=PREFETCH)
 
 
 async def count(runtime: Runtime, state: str) -> int:
