@@ -186,7 +186,9 @@ async def test_a_cut_broker_connection_never_runs_a_job_on_two_workers(
     log = tmp_path / "runs.jsonl"
     await start_scheduler()
     # As many jobs as A runs at once: when its connection drops, B is idle and gets every redelivery at once.
-    ids = await enqueue_observed(runtime, 10, 4.0, log)
+    # 15 s jobs: the management API lists a new connection only seconds after it opens, and the cut must
+    # land while A is still running them (checked below).
+    ids = await enqueue_observed(runtime, 10, 15.0, log)
     async with service_process(WORKER, env, tmp_path / "a.log", worker_concurrency=10) as worker_a:
         await eventually(held_by(runtime, ids, worker_a, 10), timeout=60, what="worker A to run 10 slow jobs")
         running_on_a = [row["id"] for row in await runtime.pool.fetch(
@@ -196,6 +198,7 @@ async def test_a_cut_broker_connection_never_runs_a_job_on_two_workers(
             # The management API lists a new connection a few seconds late: retried until it is there.
             await eventually(lambda: close_connections(env.vhost, worker_prefix(worker_a)), timeout=30,
                              what="worker A's connection to be listed and closed")
+            assert await count_where(runtime, running_on_a, "state = 'processing'") == len(running_on_a)
             await all_succeed(runtime, ids, timeout=120)
     recorded_by_a = await runtime.pool.fetchval(
         "SELECT count(*) FROM jobs WHERE id = ANY($1::uuid[]) AND worker LIKE $2",
