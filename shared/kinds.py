@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -102,26 +102,31 @@ class SendEmailArgs(Args):
 SENDS_EMAIL = KindLimits(group=SMTP_GROUP)
 ONE_AT_A_TIME = KindLimits(concurrency=1)
 
-PLATFORM_KINDS = (
-    JobKind("email.welcome", WelcomeArgs, EMAIL_SERVICE, QueueClass.CRITICAL, timeout_seconds=120,
-            limits=SENDS_EMAIL),
-    JobKind("email.event_confirmation", EventConfirmationArgs, EMAIL_SERVICE, QueueClass.DEFAULT,
-            timeout_seconds=120, limits=SENDS_EMAIL),
-    JobKind("event.reminder", EventArgs, EMAIL_SERVICE, QueueClass.DEFAULT, timeout_seconds=600),
-    JobKind("event.starting_soon", EventArgs, EMAIL_SERVICE, QueueClass.CRITICAL, timeout_seconds=600),
-    JobKind("email.send", SendEmailArgs, EMAIL_SERVICE, QueueClass.DEFAULT, timeout_seconds=120,
-            limits=SENDS_EMAIL),
-    # The callback of a reminder fan-out's batch: "reminder for event X sent to N of M".
-    JobKind("event.reminder_report", ReminderReportArgs, EMAIL_SERVICE, QueueClass.LOW, timeout_seconds=60),
-    JobKind("maintenance.cleanup_expired_events", NoArgs, MAINTENANCE_SERVICE, QueueClass.LOW,
-            timeout_seconds=1800, limits=ONE_AT_A_TIME),
-    JobKind("maintenance.cleanup_old_logs", NoArgs, MAINTENANCE_SERVICE, QueueClass.LOW, timeout_seconds=1800,
-            limits=ONE_AT_A_TIME),
-    JobKind("maintenance.daily_report", NoArgs, MAINTENANCE_SERVICE, QueueClass.DEFAULT, timeout_seconds=600,
-            limits=ONE_AT_A_TIME),
-    JobKind("maintenance.reap_dead_servers", NoArgs, MAINTENANCE_SERVICE, QueueClass.CRITICAL,
-            timeout_seconds=300),
-)
+# Each kind is declared once, here; its handler carries `@handles(KIND)` in its service's worker.
+PLATFORM = Registry()
+EMAIL_WELCOME = PLATFORM.add(JobKind("email.welcome", WelcomeArgs, EMAIL_SERVICE, QueueClass.CRITICAL,
+                                     timeout_seconds=120, limits=SENDS_EMAIL))
+EMAIL_EVENT_CONFIRMATION = PLATFORM.add(JobKind("email.event_confirmation", EventConfirmationArgs, EMAIL_SERVICE,
+                                                QueueClass.DEFAULT, timeout_seconds=120, limits=SENDS_EMAIL))
+EVENT_REMINDER = PLATFORM.add(JobKind("event.reminder", EventArgs, EMAIL_SERVICE, QueueClass.DEFAULT,
+                                      timeout_seconds=600, before_event=timedelta(days=1)))
+EVENT_STARTING_SOON = PLATFORM.add(JobKind("event.starting_soon", EventArgs, EMAIL_SERVICE, QueueClass.CRITICAL,
+                                           timeout_seconds=600, before_event=timedelta(minutes=30)))
+EMAIL_SEND = PLATFORM.add(JobKind("email.send", SendEmailArgs, EMAIL_SERVICE, QueueClass.DEFAULT,
+                                  timeout_seconds=120, limits=SENDS_EMAIL))
+# The callback of a reminder fan-out's batch: "reminder for event X sent to N of M".
+EVENT_REMINDER_REPORT = PLATFORM.add(JobKind("event.reminder_report", ReminderReportArgs, EMAIL_SERVICE,
+                                             QueueClass.LOW, timeout_seconds=60))
+CLEANUP_EXPIRED_EVENTS = PLATFORM.add(JobKind("maintenance.cleanup_expired_events", NoArgs, MAINTENANCE_SERVICE,
+                                              QueueClass.LOW, timeout_seconds=1800, limits=ONE_AT_A_TIME))
+CLEANUP_OLD_LOGS = PLATFORM.add(JobKind("maintenance.cleanup_old_logs", NoArgs, MAINTENANCE_SERVICE,
+                                        QueueClass.LOW, timeout_seconds=1800, limits=ONE_AT_A_TIME))
+DAILY_REPORT = PLATFORM.add(JobKind("maintenance.daily_report", NoArgs, MAINTENANCE_SERVICE, QueueClass.DEFAULT,
+                                    timeout_seconds=600, limits=ONE_AT_A_TIME))
+REAP_DEAD_SERVERS = PLATFORM.add(JobKind("maintenance.reap_dead_servers", NoArgs, MAINTENANCE_SERVICE,
+                                         QueueClass.CRITICAL, timeout_seconds=300))
+
+PLATFORM_KINDS = tuple(PLATFORM)
 
 
 def platform_registry() -> Registry:

@@ -18,6 +18,7 @@ import uvloop
 
 from shared.db import servers
 from shared.logs import configure_logging
+from shared.registry import HandlerMismatch
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -125,3 +126,6 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
     except DependencyLost as exc:
         log.error("exiting: %s", exc)
         raise SystemExit(3) from None
+    except HandlerMismatch as exc:
+        log.error("refusing to start: %s", exc)
+        raise SystemExit(2) from None

@@ -17,7 +17,7 @@ from shared.limits import effective_limits
 from shared.logs import JobLogBuffer
 from shared.messaging.consumer import Consumer, Handler
 from shared.messaging.topology import work_queue
-from shared.registry import Registry
+from shared.registry import Registry, check_handlers
 from shared.runtime import open_runtime, watch_dependencies
 from shared.settings import Settings
 
@@ -62,6 +62,8 @@ async def run_worker(
     handlers: Mapping[str, Handler],
     default_concurrency: int,
 ) -> None:
+    # Before any connection: a kind without a handler would otherwise turn every such job into poison.
+    check_handlers(registry, service, handlers)
     concurrency = settings.concurrency_for(default_concurrency)
     prefetch = settings.prefetch_for(default_concurrency)
     server_id = new_server_id(service)

@@ -33,11 +33,11 @@ from services.api.users import Name
 from shared.client import JobClient
 from shared.db import events as event_queries
 from shared.db import jobs as job_queries
+from shared.registry import Registry
+from shared.runtime import Runtime
 
 routes = ApiRoutes("events")
 
-# The jobs an event schedules, and how long before its start each runs.
-EVENT_SCHEDULE = (("event.reminder", timedelta(days=1)), ("event.starting_soon", timedelta(minutes=30)))
 # Far enough from datetime's limits that start - 1 day and every offset stay representable.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
@@ -182,8 +182,11 @@ class PlannedJob:
     idempotency_key: str
 
 
-def plan_jobs(event_id: uuid.UUID, starts_at: datetime, revision: int, now: datetime) -> list[PlannedJob]:
-    """The jobs an event starting at `starts_at` still needs; a time already past is skipped.
+def plan_jobs(
+    event_id: uuid.UUID, starts_at: datetime, revision: int, now: datetime, schedule: list[tuple[str, timedelta]]
+) -> list[PlannedJob]:
+    """The jobs of `schedule` (the kinds declared `before_event`) an event starting at `starts_at` still needs;
+    a time already past is skipped.
 
     The keys derive from (event, kind, start, revision): a retried write finds the job it made
     instead of adding one, and a move back to an earlier start (new revision) is not mistaken for it.
@@ -191,7 +194,7 @@ def plan_jobs(event_id: uuid.UUID, starts_at: datetime, revision: int, now: date
     start = starts_at.astimezone(UTC).isoformat()
     return [
         PlannedJob(kind, starts_at - before, f"event:{event_id}:{kind}:{start}:r{revision}")
-        for kind, before in EVENT_SCHEDULE
+        for kind, before in schedule
         if starts_at - before > now
     ]
 
@@ -199,7 +202,8 @@ def plan_jobs(event_id: uuid.UUID, starts_at: datetime, revision: int, now: date
 async def schedule_jobs(client: JobClient, connection: asyncpg.Connection, event: asyncpg.Record) -> list[str]:
     """Write the event's jobs in the caller's transaction; returns the kinds newly created."""
     created = []
-    for planned in plan_jobs(event["id"], event["starts_at"], event["schedule_revision"], datetime.now(UTC)):
+    for planned in plan_jobs(event["id"], event["starts_at"], event["schedule_revision"], datetime.now(UTC),
+                             client.registry.event_schedule()):
         args = {"event_id": str(event["id"]), "starts_at": event["starts_at"].isoformat(),
                 "schedule_revision": event["schedule_revision"]}
         job = await client.enqueue(planned.kind, args, run_at=planned.run_at,
@@ -209,14 +213,16 @@ async def schedule_jobs(client: JobClient, connection: asyncpg.Connection, event
     return created
 
 
-async def delete_pending_jobs(connection: asyncpg.Connection, event_id: uuid.UUID, reason: str) -> None:
-    pending = await event_queries.pending_event_jobs(connection, event_id)
+async def delete_pending_jobs(
+    connection: asyncpg.Connection, registry: Registry, event_id: uuid.UUID, reason: str
+) -> None:
+    pending = await event_queries.pending_event_jobs(connection, event_id, registry.event_kinds())
     if pending:
         await job_queries.delete(connection, pending, reason)
 
 
-async def render(executor: asyncpg.Pool | asyncpg.Connection, rows: list[asyncpg.Record]) -> list[EventOut]:
-    jobs = await event_queries.event_jobs(executor, [row["id"] for row in rows])
+async def render(runtime: Runtime, rows: list[asyncpg.Record]) -> list[EventOut]:
+    jobs = await event_queries.event_jobs(runtime.pool, [row["id"] for row in rows], runtime.registry.event_kinds())
     by_event: dict[uuid.UUID, list[EventJobOut]] = {}
     for job in jobs:
         by_event.setdefault(job["event_id"], []).append(EventJobOut.model_validate(dict(job)))
@@ -281,7 +287,7 @@ async def create_event(request: web.Request) -> web.Response:
             created = await schedule_jobs(runtime.client, connection, row)
     for kind in created:
         count_enqueued(request.app, kind)
-    [event] = await render(runtime.pool, [row])
+    [event] = await render(runtime, [row])
     return event_response(event, 200 if replayed else 201)
 
 
@@ -290,10 +296,10 @@ async def create_event(request: web.Request) -> web.Response:
 async def list_events(request: web.Request) -> web.Response:
     query = parse_query(request, EventListQuery)
     after = decode_cursor(query.cursor) if query.cursor else None
-    pool = request.app[RUNTIME].pool
-    rows = await event_queries.list_events(pool, after=after, limit=query.limit + 1)
+    runtime = request.app[RUNTIME]
+    rows = await event_queries.list_events(runtime.pool, after=after, limit=query.limit + 1)
     page, more = rows[: query.limit], len(rows) > query.limit
-    result = EventPage(items=await render(pool, page), next_cursor=encode_cursor(page[-1]) if more else None)
+    result = EventPage(items=await render(runtime, page), next_cursor=encode_cursor(page[-1]) if more else None)
     return web.json_response(result.model_dump(mode="json"))
 
 
@@ -301,11 +307,11 @@ async def list_events(request: web.Request) -> web.Response:
             errors=(404,), path_schemas={"event_id": UUID_PATH})
 async def get_event(request: web.Request) -> web.Response:
     event_id = path_uuid(request, "event_id", "event")
-    pool = request.app[RUNTIME].pool
-    row = await event_queries.get_event(pool, event_id)
+    runtime = request.app[RUNTIME]
+    row = await event_queries.get_event(runtime.pool, event_id)
     if row is None:
         raise ApiError(404, "not_found", f"no event {event_id}")
-    [event] = await render(pool, [row])
+    [event] = await render(runtime, [row])
     return event_response(event)
 
 
@@ -328,7 +334,7 @@ async def patch_event(request: web.Request) -> web.Response:
             raise invalid_fields([{"field": field, "message": "ends_at must not be before starts_at"}])
         moved = starts_at != row["starts_at"]
         if moved:
-            await delete_pending_jobs(connection, event_id,
+            await delete_pending_jobs(connection, runtime.registry, event_id,
                                       f"event moved from {row['starts_at'].isoformat()} to {starts_at.isoformat()}")
         if changes:
             row = await event_queries.update_event(connection, event_id, changes, reschedule=moved)
@@ -336,7 +342,7 @@ async def patch_event(request: web.Request) -> web.Response:
             created = await schedule_jobs(runtime.client, connection, row)
     for kind in created:
         count_enqueued(request.app, kind)
-    [event] = await render(runtime.pool, [row])
+    [event] = await render(runtime, [row])
     return event_response(event)
 
 
@@ -352,7 +358,7 @@ async def cancel_event(request: web.Request) -> web.Response:
         if row["archived_at"] is not None:
             refuse_if_closed(row, "cancel it")
         if row["cancelled_at"] is None:  # cancelling twice is not an error: the second changes nothing
-            await delete_pending_jobs(connection, event_id, "event cancelled")
+            await delete_pending_jobs(connection, runtime.registry, event_id, "event cancelled")
             row = await event_queries.cancel_event(connection, event_id)
-    [event] = await render(runtime.pool, [row])
+    [event] = await render(runtime, [row])
     return event_response(event)

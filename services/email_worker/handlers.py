@@ -33,8 +33,22 @@ from shared.handler_api import (
     JobSpec,
     PermanentError,
     QueueClass,
+    handlers_on,
+    handles,
 )
-from shared.kinds import EventArgs, EventConfirmationArgs, ReminderReportArgs, SendEmailArgs, WelcomeArgs
+from shared.kinds import (
+    EMAIL_EVENT_CONFIRMATION,
+    EMAIL_SEND,
+    EMAIL_WELCOME,
+    EVENT_REMINDER,
+    EVENT_REMINDER_REPORT,
+    EVENT_STARTING_SOON,
+    EventArgs,
+    EventConfirmationArgs,
+    ReminderReportArgs,
+    SendEmailArgs,
+    WelcomeArgs,
+)
 from shared.settings import Settings
 
 LEASE_MARGIN_SECONDS = 2.0  # the local cut-off comes this long before the lease's end in the database
@@ -62,8 +76,8 @@ class FanOut:
     queue: QueueClass
 
 
-REMINDER = FanOut("event.reminder", "event_reminder", "Reminder", QueueClass.DEFAULT)
-STARTING_SOON = FanOut("event.starting_soon", "event_starting_soon", "Starting soon", QueueClass.CRITICAL)
+REMINDER = FanOut(EVENT_REMINDER.name, "event_reminder", "Reminder", QueueClass.DEFAULT)
+STARTING_SOON = FanOut(EVENT_STARTING_SOON.name, "event_starting_soon", "Starting soon", QueueClass.CRITICAL)
 
 
 def skip_reason(event: asyncpg.Record | None) -> str | None:
@@ -105,16 +119,6 @@ class EmailHandlers:
         self.lease_seconds = settings.email_send_lease_seconds
         self.owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
 
-    def handlers(self) -> dict[str, Handler]:
-        return {
-            "email.welcome": self.welcome,
-            "email.event_confirmation": self.event_confirmation,
-            "event.reminder": self.reminder,
-            "event.starting_soon": self.starting_soon,
-            "email.send": self.send,
-            "event.reminder_report": self.reminder_report,
-        }
-
     def when(self, moment: datetime, timezone: str | None = None) -> str:
         """In the event's own zone when it has one (an event at 18:00 in Berlin is announced at 18:00 CEST)."""
         zone = self.timezone
@@ -132,6 +136,7 @@ class EmailHandlers:
             "starts_at_text": self.when(event["starts_at"], timezone), "location": event["location"],
         }
 
+    @handles(EMAIL_WELCOME)
     async def welcome(self, ctx: JobContext, args: WelcomeArgs) -> dict[str, Any]:
         return await self.deliver(ctx, Mail(
             key=f"email.welcome:{ctx.job_id}", recipient=args.email,
@@ -139,6 +144,7 @@ class EmailHandlers:
             context={"name": args.name, "email": args.email},
         ))
 
+    @handles(EMAIL_EVENT_CONFIRMATION)
     async def event_confirmation(self, ctx: JobContext, args: EventConfirmationArgs) -> dict[str, Any]:
         event = await events.get_event(ctx.pool, args.event_id)
         participant = await emails.get_participant(ctx.pool, args.participant_id)
@@ -156,12 +162,15 @@ class EmailHandlers:
             event_id=args.event_id, participant_id=args.participant_id,
         ))
 
+    @handles(EVENT_REMINDER)
     async def reminder(self, ctx: JobContext, args: EventArgs) -> dict[str, Any]:
         return await self.fan_out(ctx, REMINDER, args)
 
+    @handles(EVENT_STARTING_SOON)
     async def starting_soon(self, ctx: JobContext, args: EventArgs) -> dict[str, Any]:
         return await self.fan_out(ctx, STARTING_SOON, args)
 
+    @handles(EMAIL_SEND)
     async def send(self, ctx: JobContext, args: SendEmailArgs) -> dict[str, Any]:
         if args.event_id is not None:
             event = await events.get_event(ctx.pool, args.event_id)
@@ -196,7 +205,7 @@ class EmailHandlers:
         # Its sends are one batch whose callback reports how many went out; a retry of this job (same id)
         # reuses the batch, and its sends already enqueued are in it already.
         batch_id = uuid.uuid5(uuid.NAMESPACE_URL, f"eventjobs:fan-out:{ctx.job_id}")
-        await ctx.client.open_batch(batch_id, JobSpec("event.reminder_report",
+        await ctx.client.open_batch(batch_id, JobSpec(EVENT_REMINDER_REPORT.name,
                                                       {"event_id": str(event_id), "reminder": fan_out.kind}))
         # The total is read once; registrations during the fan-out can make "done" pass it a little.
         total = await emails.participant_count(ctx.pool, event_id)
@@ -222,6 +231,7 @@ class EmailHandlers:
                      fan_out.kind, event_id, totals["created"], totals["existing"], totals["invalid"])
         return {"participants": sum(totals.values()), **totals}
 
+    @handles(EVENT_REMINDER_REPORT)
     async def reminder_report(self, ctx: JobContext, args: ReminderReportArgs) -> dict[str, Any]:
         """A fan-out's batch finished: how many of its sends succeeded."""
         batch = await job_queries.batch_of_callback(ctx.pool, ctx.job_id)
@@ -244,7 +254,7 @@ class EmailHandlers:
             "schedule_revision": event["schedule_revision"],
         }
         try:
-            job = await ctx.client.enqueue("email.send", args, queue=fan_out.queue, idempotency_key=key,
+            job = await ctx.client.enqueue(EMAIL_SEND.name, args, queue=fan_out.queue, idempotency_key=key,
                                            parent_id=ctx.job_id, batch_id=batch_id)
         except IdempotencyConflict:
             return "existing"  # enqueued by an earlier run, before the event's text was edited
@@ -321,4 +331,4 @@ class EmailHandlers:
 
 
 def build_handlers(settings: Settings) -> dict[str, Handler]:
-    return EmailHandlers(settings, Mailer(settings), template_environment()).handlers()
+    return handlers_on(EmailHandlers(settings, Mailer(settings), template_environment()))

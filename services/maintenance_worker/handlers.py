@@ -6,8 +6,15 @@ from typing import Any
 
 from services.maintenance_worker.report import gather_report, report_window
 from shared.db import maintenance, reports
-from shared.handler_api import Handler, IdempotencyConflict, InvalidJobArguments, JobContext
-from shared.kinds import NoArgs
+from shared.handler_api import Handler, IdempotencyConflict, InvalidJobArguments, JobContext, handlers_on, handles
+from shared.kinds import (
+    CLEANUP_EXPIRED_EVENTS,
+    CLEANUP_OLD_LOGS,
+    DAILY_REPORT,
+    EMAIL_SEND,
+    REAP_DEAD_SERVERS,
+    NoArgs,
+)
 from shared.lifecycle import dead_after
 from shared.settings import Settings
 
@@ -16,14 +23,7 @@ class MaintenanceHandlers:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def handlers(self) -> dict[str, Handler]:
-        return {
-            "maintenance.cleanup_expired_events": self.cleanup_expired_events,
-            "maintenance.cleanup_old_logs": self.cleanup_old_logs,
-            "maintenance.daily_report": self.daily_report,
-            "maintenance.reap_dead_servers": self.reap_dead_servers,
-        }
-
+    @handles(CLEANUP_EXPIRED_EVENTS)
     async def cleanup_expired_events(self, ctx: JobContext, args: NoArgs) -> dict[str, Any]:
         days = self.settings.event_archive_days
         await ctx.progress(0, None, f"archiving events that ended more than {days} days ago")
@@ -32,6 +32,7 @@ class MaintenanceHandlers:
         ctx.log.info("archived %d events that ended more than %d days ago", len(archived), days)
         return {"archived": len(archived)}
 
+    @handles(CLEANUP_OLD_LOGS)
     async def cleanup_old_logs(self, ctx: JobContext, args: NoArgs) -> dict[str, Any]:
         # Two phases of batches whose sizes are not known ahead: counts without a total.
         async def logs_deleted(total: int) -> None:
@@ -48,6 +49,7 @@ class MaintenanceHandlers:
                      logs, self.settings.log_retention_days, jobs, self.settings.job_retention_days)
         return {"log_lines_deleted": logs, "jobs_deleted": jobs}
 
+    @handles(DAILY_REPORT)
     async def daily_report(self, ctx: JobContext, args: NoArgs) -> dict[str, Any]:
         # The day is fixed by when the job was meant to run, so a late or retried run reports the same day.
         moment = await reports.job_fire_time(ctx.pool, ctx.job_id)
@@ -65,7 +67,7 @@ class MaintenanceHandlers:
         for step, admin in enumerate(self.settings.admin_emails, start=3):
             try:
                 await ctx.client.enqueue(
-                    "email.send",
+                    EMAIL_SEND.name,
                     {"to": admin, "subject": f"eventjobs daily report for {day.isoformat()}",
                      "template": "daily_report", "context": content},
                     # Per run of this job: a retry mails nobody twice, a new trigger mails again.
@@ -83,6 +85,7 @@ class MaintenanceHandlers:
             ctx.log.info("ADMIN_EMAILS is empty: the report is stored, not mailed")
         return {"day": day.isoformat(), "mailed_to": mailed}
 
+    @handles(REAP_DEAD_SERVERS)
     async def reap_dead_servers(self, ctx: JobContext, args: NoArgs) -> dict[str, Any]:
         # Only the servers list: the jobs of a dead worker are recovered when their leases expire (the
         # scheduler's lease sweeper), never because a heartbeat looks old from here.
@@ -93,4 +96,4 @@ class MaintenanceHandlers:
 
 
 def build_handlers(settings: Settings) -> dict[str, Handler]:
-    return MaintenanceHandlers(settings).handlers()
+    return handlers_on(MaintenanceHandlers(settings))

@@ -11,8 +11,6 @@ import asyncpg
 
 from shared.db.jobs import Executor
 
-# The job kinds an event schedules for itself; they carry {"event_id": ...} as arguments.
-EVENT_JOB_KINDS = ("event.reminder", "event.starting_soon")
 # States of an event's job that has not run yet: what a move or a cancellation deletes.
 PENDING_STATES = ("scheduled", "enqueued", "retrying")
 EDITABLE_COLUMNS = frozenset({"title", "description", "location", "starts_at", "ends_at", "timezone"})
@@ -91,27 +89,30 @@ async def cancel_event(connection: asyncpg.Connection, event_id: uuid.UUID) -> a
     return row
 
 
-async def event_jobs(executor: Executor, event_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
-    """The not-deleted jobs the events scheduled for themselves, in run order."""
+async def event_jobs(executor: Executor, event_ids: Sequence[uuid.UUID], kinds: Sequence[str]) -> list[asyncpg.Record]:
+    """The not-deleted jobs of `kinds` (the event-schedule kinds) the events scheduled for themselves, in run order."""
     return await executor.fetch(
         """SELECT id, kind, state, run_at, (args ->> 'event_id')::uuid AS event_id FROM jobs
             WHERE args ? 'event_id' AND (args ->> 'event_id') = ANY($1::text[])
               AND kind = ANY($2::text[]) AND state <> 'deleted'
             ORDER BY run_at, kind""",
-        [str(event_id) for event_id in event_ids], list(EVENT_JOB_KINDS),
+        [str(event_id) for event_id in event_ids], list(kinds),
     )
 
 
-async def pending_event_jobs(connection: asyncpg.Connection, event_id: uuid.UUID) -> list[uuid.UUID]:
-    """The event's jobs of its current schedule that have not run: its reminder jobs and the per-participant
-    `email.send` jobs they fanned out (those carry a schedule_revision; other mail about the event does not)."""
+async def pending_event_jobs(
+    connection: asyncpg.Connection, event_id: uuid.UUID, kinds: Sequence[str]
+) -> list[uuid.UUID]:
+    """The event's jobs of its current schedule that have not run: its jobs of `kinds` (the event-schedule
+    kinds) and the per-participant sends they fanned out (those carry a schedule_revision; other mail about
+    the event does not)."""
     rows = await connection.fetch(
         """SELECT id FROM jobs
             WHERE args ? 'event_id' AND (args ->> 'event_id') = $1
-              AND (kind = ANY($2::text[]) OR (kind = 'email.send' AND (args ->> 'schedule_revision') IS NOT NULL))
+              AND (kind = ANY($2::text[]) OR (args ->> 'schedule_revision') IS NOT NULL)
               AND state = ANY($3::text[])
             ORDER BY id
             FOR UPDATE""",
-        str(event_id), list(EVENT_JOB_KINDS), list(PENDING_STATES),
+        str(event_id), list(kinds), list(PENDING_STATES),
     )
     return [row["id"] for row in rows]
