@@ -8,7 +8,7 @@
 
 exec, not a child process: the service is PID 1's program, so SIGTERM from the orchestrator reaches it
 directly and its drain (SHUTDOWN_TIMEOUT_SECONDS) runs. `make deploy-check` checks that this list, the
-compose file and the Kubernetes manifests name the same services.
+compose file and the Kubernetes manifests name the services of `shared/service_catalog.py`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ from __future__ import annotations
 import os
 import sys
 
+from shared.service_catalog import MIGRATE_MODULE
+from shared.service_catalog import SERVICES as CATALOG
+
 # service name (as in compose, Kubernetes and the servers table's processes) → module run with -m
-SERVICES: dict[str, str] = {
-    "api": "services.api",
-    "scheduler": "services.scheduler",
-    "email-worker": "services.email_worker",
-    "maintenance-worker": "services.maintenance_worker",
-    "migrate": "shared.db.migrate",
-}
+SERVICES: dict[str, str] = {**{service.name: service.module for service in CATALOG}, "migrate": MIGRATE_MODULE}
 HEALTHCHECK = "/opt/eventjobs/healthcheck.py"
 
 USAGE = (f"usage: eventjobs {{{'|'.join(SERVICES)}}} | eventjobs healthcheck SERVICE | eventjobs COMMAND ... "

@@ -20,10 +20,11 @@ import urllib.request
 import asyncpg
 
 from shared.lifecycle import dead_after
+from shared.service_catalog import SERVICES
 from shared.settings import load_settings
 
-# the `service` column each process writes (shared.kinds / services/*/__main__.py)
-HEARTBEAT_SERVICE = {"scheduler": "scheduler", "email-worker": "email", "maintenance-worker": "maintenance"}
+# the `service` column each process writes
+HEARTBEAT_SERVICE = {service.name: service.heartbeat for service in SERVICES if service.heartbeat}
 TIMEOUT_SECONDS = 5.0
 
 

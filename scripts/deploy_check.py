@@ -291,7 +291,7 @@ class Check:
                 self.problem(where, f"{name} runs {service!r}, which the image's entry point does not know")
         missing = set(self.services) - set(started.values())
         if missing:
-            self.problem(where, f"never runs {', '.join(sorted(missing))} (docker/entrypoint.py SERVICES)")
+            self.problem(where, f"never runs {', '.join(sorted(missing))} (shared/service_catalog.py SERVICES)")
 
     def entrypoint(self) -> None:
         where = "docker/entrypoint.py SERVICES"

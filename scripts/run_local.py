@@ -13,18 +13,13 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from shared.service_catalog import MIGRATE_MODULE, SERVICES
+
 ROOT = Path(__file__).resolve().parent.parent
 MAIL_DIR = Path(os.environ.get("MAIL_DIR", ROOT / "var" / "mail"))
 
 # The `servers.service` each spawned process heartbeats as; the api is judged by /readyz instead.
-HEARTBEATS = {"scheduler": "scheduler", "email-worker": "email", "maintenance-worker": "maintenance"}
-
-SERVICES = [
-    ("api", ["-m", "services.api"]),
-    ("scheduler", ["-m", "services.scheduler"]),
-    ("email-worker", ["-m", "services.email_worker"]),
-    ("maintenance-worker", ["-m", "services.maintenance_worker"]),
-]
+HEARTBEATS = {service.name: service.heartbeat for service in SERVICES if service.heartbeat}
 
 
 def port_problem(variable: str, host: str, port: int) -> str | None:
@@ -118,14 +113,14 @@ def main() -> None:
     if problems:
         print("\n".join(problems), file=sys.stderr)
         sys.exit(2)
-    subprocess.run([python, "-m", "shared.db.migrate"], check=True, env=env, cwd=ROOT)
+    subprocess.run([python, "-m", MIGRATE_MODULE], check=True, env=env, cwd=ROOT)
     MAIL_DIR.mkdir(parents=True, exist_ok=True)
     services = {"smtp-sink": subprocess.Popen(
         [python, "-m", "scripts.smtp_sink", "--port", env["SMTP_PORT"], "--dir", str(MAIL_DIR)], env=env, cwd=ROOT)}
     ports = metrics_ports(env)
-    services.update({name: subprocess.Popen([python, *args], cwd=ROOT, env={
+    services.update({service.name: subprocess.Popen([python, "-m", service.module], cwd=ROOT, env={
         **{key: value for key, value in env.items() if key != "METRICS_PORT"},
-        **({"METRICS_PORT": str(ports[name])} if name in ports else {})}) for name, args in SERVICES})
+        **({"METRICS_PORT": str(ports[service.name])} if service.name in ports else {})}) for service in SERVICES})
     processes = list(services.values())
     host, port = env.get("API_HOST", "127.0.0.1"), env.get("API_PORT", "5000")
     management = urlsplit(env.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/"))

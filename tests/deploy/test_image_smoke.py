@@ -28,6 +28,7 @@ import aiohttp
 import pytest
 
 from scripts.ensure_services import apt_install
+from shared.service_catalog import SERVICES as CATALOG
 from tests.support.environment import Management, amqp_url, database_url, drop_database
 from tests.support.smtp import SmtpSink, free_port, running_sink
 from tests.support.waiting import eventually
@@ -40,7 +41,7 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_ID = uuid.uuid4().hex[:8]
-SERVICES = ("api", "scheduler", "email-worker", "maintenance-worker")
+SERVICES = tuple(service.name for service in CATALOG)
 # runc, not crun: crun refuses this machine's hybrid cgroup layout. The ulimits keep runc from trying to
 # raise limits beyond what the sandbox allows.
 CONTAINERS_CONF = """\

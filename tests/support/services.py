@@ -25,18 +25,17 @@ from typing import IO, Any
 import aiohttp
 import asyncpg
 
+from shared.service_catalog import SERVICES as CATALOG
 from tests.support.environment import TestEnvironment
 from tests.support.smtp import free_port
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# name → (module, the `servers.service` its heartbeat row carries; None: readiness is /readyz)
+# name (as a Python identifier: email_worker) → (module, the `servers.service` its heartbeat row carries;
+# None: readiness is /readyz)
 SERVICES: dict[str, tuple[str, str | None]] = {
-    "api": ("services.api", None),
-    "scheduler": ("services.scheduler", "scheduler"),
-    "email_worker": ("services.email_worker", "email"),
-    "maintenance_worker": ("services.maintenance_worker", "maintenance"),
+    service.name.replace("-", "_"): (service.module, service.heartbeat) for service in CATALOG
 }
 READY_TIMEOUT = 60.0  # generous: four interpreters start at once on a shared 2-core machine
 
