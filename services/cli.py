@@ -106,9 +106,9 @@ async def enqueue(settings: Settings, options: argparse.Namespace) -> None:
 
 
 async def status(settings: Settings, options: argparse.Namespace) -> None:
-    from services.api.rabbitmq import Management, ManagementUnavailable
     from shared.db import job_search, servers
     from shared.lifecycle import dead_after
+    from shared.rabbitmq_management import Management, ManagementUnavailable
 
     async with runtime(settings) as opened:
         counts = {state.value: n for state, n in (await job_search.counts_by_state(opened.pool)).items()}
@@ -151,8 +151,8 @@ async def bulk(settings: Settings, options: argparse.Namespace) -> None:
 
 
 async def parking_lot(settings: Settings, options: argparse.Namespace) -> None:
-    from services.api.rabbitmq import Management, ManagementUnavailable
     from shared import parking_lot as lot
+    from shared.rabbitmq_management import Management, ManagementUnavailable
 
     if options.lot_command == "list":
         try:

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -16,6 +15,7 @@ from services.api.auth import CSRF_FIELD, CSRF_TOKEN, LOGIN_PATH, principal_of, 
 from services.api.errors import ApiError, Handler
 from services.api.typedefs import SETTINGS
 from shared.jobs import JobState
+from shared.rabbitmq_management import management_ui_url
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -69,15 +69,6 @@ def environment() -> Environment:
     return env
 
 
-def management_ui(url: str) -> str:
-    """The RabbitMQ management UI without the credentials its API URL carries."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or "127.0.0.1"
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path or "/", "", ""))
-
-
 def common_context(request: web.Request) -> dict[str, Any]:
     settings = request.app[SETTINGS]
     principal = principal_of(request)
@@ -93,7 +84,7 @@ def common_context(request: web.Request) -> dict[str, Any]:
         "principal": principal,
         "read_only": bool(principal is None or principal.read_only or settings.dashboard_read_only),
         "can_log_out": principal is not None and principal.via == "session",
-        "rabbitmq_ui": management_ui(settings.rabbitmq_management_url),
+        "rabbitmq_ui": management_ui_url(settings.rabbitmq_management_url),
         "now": now,
         "ago": lambda moment: fmt.relative(moment, now),
         "notice": notice,

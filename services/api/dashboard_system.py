@@ -7,9 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api import operations, rabbitmq
+from services.api import operations
 from services.api.dashboard_render import render
 from services.api.typedefs import RUNTIME
+from shared import rabbitmq_management as rabbitmq
 from shared.db import servers as server_queries
 from shared.lifecycle import dead_after
 

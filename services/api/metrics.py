@@ -13,10 +13,10 @@ from prometheus_client.registry import Collector
 
 from services.api.errors import Handler
 from services.api.openapi import ApiRoutes
-from services.api.rabbitmq import Management, ManagementUnavailable, QueueInfo
 from services.api.typedefs import RUNTIME
 from shared.db import job_search
 from shared.db import jobs as job_queries
+from shared.rabbitmq_management import Management, ManagementUnavailable, QueueInfo
 
 routes = ApiRoutes("metrics")
 

@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, Str
 
 from services.api.errors import IDEMPOTENCY_KEY_MAX
 from shared.jobs import JobState, QueueClass
+from shared.rabbitmq_management import QueueFigures
 
 KindName = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -263,16 +264,9 @@ class ServerListOut(RootModel[list[ServerOut]]):
     pass
 
 
-class QueueOut(BaseModel):
-    name: str
-    role: str = Field(description="work, delay or dead")
-    messages: int
-    ready: int
-    unacknowledged: int
-    consumers: int
-    publish_rate: float
-    deliver_rate: float
-    ack_rate: float
+# The figures the management client reads (shared/rabbitmq_management.py), as they are; no docstring, as before.
+class QueueOut(QueueFigures):
+    pass
 
 
 class QueuesOut(BaseModel):

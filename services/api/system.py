@@ -11,7 +11,6 @@ from aiohttp import web
 from services.api.auth import sees_secrets
 from services.api.errors import ApiError, parse_body
 from services.api.openapi import ApiRoutes
-from services.api.rabbitmq import Management, ManagementUnavailable
 from services.api.redaction import redact_payload, redact_text
 from services.api.schemas import (
     ParkedMessageOut,
@@ -28,6 +27,7 @@ from services.api.typedefs import RUNTIME
 from shared import parking_lot
 from shared.db import job_search, servers
 from shared.lifecycle import dead_after
+from shared.rabbitmq_management import Management, ManagementUnavailable
 from shared.runtime import Runtime
 
 routes = ApiRoutes("system")

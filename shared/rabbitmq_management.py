@@ -1,4 +1,9 @@
-"""What RabbitMQ says about our queues, via its management HTTP API: depth, consumers, rates, parked messages."""
+"""What RabbitMQ says about our queues, via its management HTTP API: depth, consumers, rates, parked messages.
+
+Used by the api (the Queues page, GET /api/queues, /metrics) and by the operator's command line (`eventjobs
+status`, `eventjobs parking-lot list`). `management_ui_url` is the one place the management server's address is
+built from RABBITMQ_MANAGEMENT_URL: the dashboard's link, the API's `management_url` and this client all use it.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +15,35 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from services.api.schemas import QueueOut
 from shared import parking_lot
 from shared.messaging.topology import DEAD_QUEUE, JOBS_EXCHANGE
 from shared.settings import Settings
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
+DEFAULT_PORT = 15672  # the management plugin's own port, when the URL names none
 
 
 class ManagementUnavailable(RuntimeError):
     """The management API did not answer, or refused us; the queues page says so instead of failing."""
 
 
-class QueueInfo(QueueOut):
+class QueueFigures(BaseModel):
+    """One queue's figures, as GET /api/queues shows them (the api's QueueOut is this model)."""
+
+    name: str
+    role: str = Field(description="work, delay or dead")
+    messages: int
+    ready: int
+    unacknowledged: int
+    consumers: int
+    publish_rate: float
+    deliver_rate: float
+    ack_rate: float
+
+
+class QueueInfo(QueueFigures):
     """One queue as the management API reports it: what GET /api/queues shows (rates are messages per second
     as the management API averages them; role is work, delay, dead or other), plus its arguments."""
 
@@ -43,6 +62,19 @@ class ParkedMessage:
     headers: dict[str, Any]
     id: str = ""  # what a purge of selected copies names (shared/parking_lot.py)
     parked_at: datetime | None = None
+
+
+def management_ui_url(url: str) -> str:
+    """The management server's address (its web UI) from RABBITMQ_MANAGEMENT_URL, without the credentials.
+
+    An IPv6 host keeps its brackets, the port is the URL's or 15672, and a path (a management plugin behind a
+    path prefix, or a proxy) is kept, ending in `/`; the HTTP API is `api/` under it.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"[{host}]:{parts.port or DEFAULT_PORT}" if ":" in host else f"{host}:{parts.port or DEFAULT_PORT}"
+    path = parts.path if parts.path.endswith("/") else f"{parts.path}/"
+    return urlunsplit((parts.scheme or "http", netloc, path, "", ""))
 
 
 def vhost_of(amqp_url: str) -> str:
@@ -108,13 +140,11 @@ class Management:
 
     def __init__(self, settings: Settings) -> None:
         parts = urlsplit(settings.rabbitmq_management_url)
-        host = parts.hostname or "127.0.0.1"
-        netloc = f"[{host}]" if ":" in host else host
-        self.base = urlunsplit(parts._replace(netloc=f"{netloc}:{parts.port or 15672}", path="")).rstrip("/")
+        self.ui_url = management_ui_url(settings.rabbitmq_management_url)  # for links; credentials never shown
+        self.base = self.ui_url.rstrip("/")
         self.headers = {"Authorization": aiohttp.encode_basic_auth(unquote(parts.username or "guest"),
                                                                   unquote(parts.password or "guest"))}
         self.vhost = vhost_of(settings.amqp_url)
-        self.ui_url = self.base + "/"  # for the dashboard's link; credentials never shown
 
     async def _request(self, method: str, path: str, body: Any = None) -> Any:
         try:
