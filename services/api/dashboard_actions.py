@@ -15,13 +15,15 @@ from urllib.parse import urlencode
 from aiohttp import web
 from pydantic import ValidationError
 
-from services.api import auth, operations, ratelimit
+from services.api import auth, ratelimit
 from services.api.dashboard_filters import parse_filter
 from services.api.dashboard_render import render_login, safe_next
 from services.api.dashboard_system import NEW_RECURRING, render_recurring
-from services.api.errors import ApiError, path_uuid
+from services.api.errors import ApiError, path_uuid, refused
+from services.api.operations import recurring
 from services.api.schemas import RecurringPut
 from services.api.typedefs import RUNTIME, SETTINGS
+from shared import job_actions
 from shared.runtime import Runtime
 
 routes = web.RouteTableDef()
@@ -37,30 +39,33 @@ async def _act(
 ) -> web.Response:
     """Run an operator action on the job in the path, then back to its page with the notice `done`."""
     job_id = path_uuid(request, "job_id", "job")
-    await action(request.app[RUNTIME], job_id, f"{reason} {REASON}")
+    try:
+        await action(request.app[RUNTIME], job_id, f"{reason} {REASON}")
+    except job_actions.ActionRefused as error:
+        raise refused(error) from None
     return see_other(f"/jobs/job/{job_id}", done=done)
 
 
 @routes.post("/jobs/job/{job_id}/requeue")
 async def requeue(request: web.Request) -> web.StreamResponse:
-    return await _act(request, operations.requeue_job, "requeued", reason="requeued")
+    return await _act(request, job_actions.requeue_job, "requeued", reason="requeued")
 
 
 @routes.post("/jobs/job/{job_id}/delete")
 async def delete(request: web.Request) -> web.StreamResponse:
-    return await _act(request, operations.delete_job, "deleted", reason="deleted")
+    return await _act(request, job_actions.delete_job, "deleted", reason="deleted")
 
 
 @routes.post("/jobs/job/{job_id}/cancel")
 async def cancel(request: web.Request) -> web.StreamResponse:
     who = auth.actor(request)
-    return await _act(request, lambda runtime, job_id, reason: operations.cancel_job(runtime, job_id, who, reason),
+    return await _act(request, lambda runtime, job_id, reason: job_actions.cancel_job(runtime, job_id, who, reason),
                       "cancelled", reason="cancelled")
 
 
 @routes.post("/jobs/job/{job_id}/enqueue")
 async def enqueue_now(request: web.Request) -> web.StreamResponse:
-    return await _act(request, operations.enqueue_now, "enqueued", reason="enqueued now")
+    return await _act(request, job_actions.enqueue_now, "enqueued", reason="enqueued now")
 
 
 def selected_ids(values: list[str]) -> list[uuid.UUID]:
@@ -74,11 +79,11 @@ def selected_ids(values: list[str]) -> list[uuid.UUID]:
 
 
 # action → (on ids, on a filter, the reason's verb)
-BULK_ACTIONS: dict[str, tuple[Callable[..., Awaitable[operations.BulkResult]],
-                              Callable[..., Awaitable[operations.BulkResult]], str]] = {
-    "requeue": (operations.requeue_jobs, operations.requeue_matching, "requeued"),
-    "delete": (operations.delete_jobs, operations.delete_matching, "deleted"),
-    "enqueue": (operations.enqueue_now_jobs, operations.enqueue_now_matching, "enqueued now"),
+BULK_ACTIONS: dict[str, tuple[Callable[..., Awaitable[job_actions.BulkResult]],
+                              Callable[..., Awaitable[job_actions.BulkResult]], str]] = {
+    "requeue": (job_actions.requeue_jobs, job_actions.requeue_matching, "requeued"),
+    "delete": (job_actions.delete_jobs, job_actions.delete_matching, "deleted"),
+    "enqueue": (job_actions.enqueue_now_jobs, job_actions.enqueue_now_matching, "enqueued now"),
 }
 
 
@@ -90,11 +95,11 @@ async def bulk(request: web.Request) -> web.StreamResponse:
     action, _, scope = str(form.get("do", "")).partition("-")
     who = auth.actor(request)
     # Cancel records who asked, so its entry is made per request.
-    actions: dict[str, tuple[Callable[..., Awaitable[operations.BulkResult]],
-                             Callable[..., Awaitable[operations.BulkResult]], str]] = {
+    actions: dict[str, tuple[Callable[..., Awaitable[job_actions.BulkResult]],
+                             Callable[..., Awaitable[job_actions.BulkResult]], str]] = {
         **BULK_ACTIONS,
-        "cancel": (lambda runtime, ids, reason: operations.cancel_jobs(runtime, ids, who, reason),
-                   lambda runtime, job_filter, reason: operations.cancel_matching(runtime, job_filter, who,
+        "cancel": (lambda runtime, ids, reason: job_actions.cancel_jobs(runtime, ids, who, reason),
+                   lambda runtime, job_filter, reason: job_actions.cancel_matching(runtime, job_filter, who,
                                                                                   reason=reason),
                    "cancelled"),
     }
@@ -119,19 +124,19 @@ async def bulk(request: web.Request) -> web.StreamResponse:
 @routes.post("/jobs/recurring/{recurring_id}/trigger")
 async def trigger(request: web.Request) -> web.StreamResponse:
     recurring_id = request.match_info["recurring_id"]
-    await operations.trigger_recurring(request.app[RUNTIME], recurring_id)
+    await recurring.trigger_recurring(request.app[RUNTIME], recurring_id)
     return see_other("/jobs/recurring", done="triggered")
 
 
 @routes.post("/jobs/recurring/{recurring_id}/pause")
 async def pause(request: web.Request) -> web.StreamResponse:
-    await operations.set_recurring_enabled(request.app[RUNTIME], request.match_info["recurring_id"], False)
+    await recurring.set_recurring_enabled(request.app[RUNTIME], request.match_info["recurring_id"], False)
     return see_other("/jobs/recurring", done="paused")
 
 
 @routes.post("/jobs/recurring/{recurring_id}/resume")
 async def resume(request: web.Request) -> web.StreamResponse:
-    await operations.set_recurring_enabled(request.app[RUNTIME], request.match_info["recurring_id"], True)
+    await recurring.set_recurring_enabled(request.app[RUNTIME], request.match_info["recurring_id"], True)
     return see_other("/jobs/recurring", done="resumed")
 
 
@@ -144,7 +149,7 @@ async def edit(request: web.Request) -> web.StreamResponse:
     errors = {name: "is required" for name, value in values.items() if not value}
     if not errors:
         try:
-            await operations.update_recurring(request.app[RUNTIME], recurring_id, cron=values["cron"],
+            await recurring.update_recurring(request.app[RUNTIME], recurring_id, cron=values["cron"],
                                              timezone=values["timezone"])
         except ApiError as error:
             if error.status != 422:
@@ -169,7 +174,7 @@ async def create_recurring(request: web.Request) -> web.StreamResponse:
             "kind": values["kind"], "args": args, "cron": values["cron"], "timezone": values["timezone"] or "UTC",
             "misfire_policy": values["misfire_policy"] or "fire_once", "queue": values["queue"] or None,
         })
-        await operations.put_recurring(request.app[RUNTIME], values["id"], definition)
+        await recurring.put_recurring(request.app[RUNTIME], values["id"], definition)
     except json.JSONDecodeError as exc:
         errors = {"args": f"not JSON: {exc.msg}"}
     except ValidationError as exc:
@@ -187,7 +192,7 @@ async def create_recurring(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/jobs/recurring/{recurring_id}/delete")
 async def delete_recurring(request: web.Request) -> web.StreamResponse:
-    await operations.delete_recurring(request.app[RUNTIME], request.match_info["recurring_id"])
+    await recurring.delete_recurring(request.app[RUNTIME], request.match_info["recurring_id"])
     return see_other("/jobs/recurring", done="recurring_deleted")
 
 

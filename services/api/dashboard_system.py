@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api import operations
 from services.api.dashboard_render import render
+from services.api.operations import recurring
 from services.api.typedefs import RUNTIME
 from shared import rabbitmq_management as rabbitmq
 from shared.db import servers as server_queries
@@ -27,7 +27,7 @@ async def render_recurring(
     """The recurring page; with `editing`, that row's edit form is open showing `form` and `errors`."""
     return render(
         request, "recurring.html", nav="recurring", status=status,
-        items=await operations.list_recurring(request.app[RUNTIME]),
+        items=await recurring.list_recurring(request.app[RUNTIME]),
         editing=editing or request.query.get("edit"), form=form or {}, errors=errors or {},
         kinds=sorted(kind.name for kind in request.app[RUNTIME].registry), new_form=NEW_RECURRING,
     )

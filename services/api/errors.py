@@ -13,6 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from services.api.typedefs import SETTINGS
+from shared.job_actions import ActionRefused, JobNotFound
 from shared.messages import field_messages
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,14 @@ def invalid_fields(details: list[dict[str, str]]) -> ApiError:
     """The 422 for bad values: the message names every field, the details say what is wrong with each."""
     fields = ", ".join(detail["field"] for detail in details)
     return ApiError(422, "validation_error", f"invalid fields: {fields}", details)
+
+
+def refused(error: ActionRefused) -> ApiError:
+    """An operator action on one job that cannot be done (shared/job_actions.py): 404 for an unknown job,
+    409 when its state does not allow the action."""
+    if isinstance(error, JobNotFound):
+        return ApiError(404, "not_found", str(error), [{"field": "job_id", "message": "not found"}])
+    return ApiError(409, "invalid_state", str(error), [{"field": "state", "message": str(error)}])
 
 
 def validation_error(error: ValidationError, prefix: str = "") -> ApiError:

@@ -8,9 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api import operations
 from services.api.auth import actor, sees_secrets
-from services.api.errors import ApiError, idempotency_key_header, parse_body, parse_query, path_uuid
+from services.api.errors import ApiError, idempotency_key_header, parse_body, parse_query, path_uuid, refused
 from services.api.metrics import count_enqueued
 from services.api.openapi import IDEMPOTENCY_KEY, UUID_PATH, ApiRoutes
 from services.api.redaction import JobRedactor, redact_job
@@ -30,6 +29,7 @@ from services.api.schemas import (
     JobStateOut,
 )
 from services.api.typedefs import RUNTIME
+from shared import job_actions
 from shared.client import IdempotencyConflict, JobSpec, UnknownParentJob
 from shared.db import job_search
 from shared.db import jobs as job_queries
@@ -118,7 +118,10 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def _act(request: web.Request, action: Callable[[Runtime, uuid.UUID], Awaitable[object]]) -> web.Response:
     """Run an operator action on the job in the path and answer with the job as it is now."""
     job_id = path_uuid(request, "job_id", "job")
-    await action(request.app[RUNTIME], job_id)
+    try:
+        await action(request.app[RUNTIME], job_id)
+    except job_actions.ActionRefused as error:
+        raise refused(error) from None
     row = await job_queries.get_job(request.app[RUNTIME].pool, job_id)
     if row is None:  # removed by retention between the action and this read
         raise ApiError(404, "not_found", f"no job {job_id}")
@@ -128,13 +131,13 @@ async def _act(request: web.Request, action: Callable[[Runtime, uuid.UUID], Awai
 @routes.post("/api/jobs/{job_id}/requeue", summary="Requeue a job with a fresh attempt budget",
              responses={200: JobOut}, errors=(401, 403, 404, 409))
 async def requeue_job(request: web.Request) -> web.Response:
-    return await _act(request, operations.requeue_job)
+    return await _act(request, job_actions.requeue_job)
 
 
 @routes.post("/api/jobs/{job_id}/delete", summary="Delete a job (kept in the history as deleted)",
              responses={200: JobOut}, errors=(401, 403, 404, 409))
 async def delete_job(request: web.Request) -> web.Response:
-    return await _act(request, operations.delete_job)
+    return await _act(request, job_actions.delete_job)
 
 
 @routes.post("/api/jobs/{job_id}/cancel",
@@ -143,19 +146,19 @@ async def delete_job(request: web.Request) -> web.Response:
              responses={200: JobOut}, errors=(401, 403, 404, 409))
 async def cancel_job(request: web.Request) -> web.Response:
     who = actor(request)
-    return await _act(request, lambda runtime, job_id: operations.cancel_job(runtime, job_id, who))
+    return await _act(request, lambda runtime, job_id: job_actions.cancel_job(runtime, job_id, who))
 
 
 @routes.post("/api/jobs/{job_id}/enqueue", summary="Run a scheduled job now instead of at its run_at",
              responses={200: JobOut}, errors=(401, 403, 404, 409))
 async def enqueue_now(request: web.Request) -> web.Response:
-    return await _act(request, operations.enqueue_now)
+    return await _act(request, job_actions.enqueue_now)
 
 
 async def _bulk(
     request: web.Request,
-    by_ids: Callable[[Runtime, list[uuid.UUID]], Awaitable[operations.BulkResult]],
-    matching: Callable[[Runtime, job_search.JobFilter, int], Awaitable[operations.BulkResult]],
+    by_ids: Callable[[Runtime, list[uuid.UUID]], Awaitable[job_actions.BulkResult]],
+    matching: Callable[[Runtime, job_search.JobFilter, int], Awaitable[job_actions.BulkResult]],
 ) -> web.Response:
     body = (await parse_body(request, BulkJobsRequest)).root
     runtime = request.app[RUNTIME]
@@ -171,21 +174,21 @@ async def _bulk(
 @routes.post("/api/jobs/bulk-requeue", summary="Requeue jobs by ids, or every job matching a filter with a state",
              body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 413, 422))
 async def bulk_requeue(request: web.Request) -> web.Response:
-    return await _bulk(request, operations.requeue_jobs, operations.requeue_matching)
+    return await _bulk(request, job_actions.requeue_jobs, job_actions.requeue_matching)
 
 
 @routes.post("/api/jobs/bulk-delete", summary="Delete jobs by ids, or every job matching a filter with a state",
              body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 413, 422))
 async def bulk_delete(request: web.Request) -> web.Response:
-    return await _bulk(request, operations.delete_jobs, operations.delete_matching)
+    return await _bulk(request, job_actions.delete_jobs, job_actions.delete_matching)
 
 
 @routes.post("/api/jobs/bulk-cancel", summary="Cancel jobs by ids, or every job matching a filter with a state",
              body=BulkJobsRequest, responses={200: BulkResultOut}, errors=(400, 401, 403, 422))
 async def bulk_cancel(request: web.Request) -> web.Response:
     who = actor(request)
-    return await _bulk(request, lambda runtime, ids: operations.cancel_jobs(runtime, ids, who),
-                       lambda runtime, job_filter, limit: operations.cancel_matching(runtime, job_filter, who, limit))
+    return await _bulk(request, lambda runtime, ids: job_actions.cancel_jobs(runtime, ids, who),
+                       lambda runtime, job_filter, limit: job_actions.cancel_matching(runtime, job_filter, who, limit))
 
 
 def _spec(job: BatchJobIn) -> JobSpec:

@@ -1,6 +1,6 @@
 """A background task of the api: parked copies of jobs that have since succeeded or been deleted are removed.
 
-Requeues and deletes by an operator remove their jobs' copies at once (services/api/operations.py); this
+Requeues and deletes by an operator remove their jobs' copies at once (shared/job_actions.py); this
 catches the rest, such as a job parked after unexpected errors that the sweeper later ran to success.
 """
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.api import operations
 from services.api.auth import sees_secrets
 from services.api.errors import parse_body
 from services.api.openapi import ApiRoutes
+from services.api.operations import recurring
 from services.api.redaction import redact
 from services.api.schemas import JobOut, RecurringListOut, RecurringOut, RecurringPatch, RecurringPut
 from services.api.typedefs import RUNTIME
@@ -19,7 +19,7 @@ routes = ApiRoutes("recurring")
 @routes.get("/api/recurring", summary="Recurring jobs: cron, time zone, next and last run",
             responses={200: RecurringListOut}, errors=(401,))
 async def list_recurring(request: web.Request) -> web.Response:
-    views = await operations.list_recurring(request.app[RUNTIME])
+    views = await recurring.list_recurring(request.app[RUNTIME])
     if not sees_secrets(request):
         views = [view.model_copy(update={"args": redact(view.args)}) for view in views]
     body = RecurringListOut(views)
@@ -30,7 +30,7 @@ async def list_recurring(request: web.Request) -> web.Response:
              responses={202: JobOut}, errors=(401, 403, 404, 409))
 async def trigger(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    job = await operations.trigger_recurring(runtime, request.match_info["recurring_id"])
+    job = await recurring.trigger_recurring(runtime, request.match_info["recurring_id"])
     row = await job_queries.get_job(runtime.pool, job.id)
     assert row is not None
     return web.json_response(JobOut.from_row(row).model_dump(mode="json"), status=202)
@@ -40,7 +40,7 @@ async def trigger(request: web.Request) -> web.Response:
               body=RecurringPatch, responses={200: RecurringOut}, errors=(400, 401, 403, 404, 422))
 async def patch(request: web.Request) -> web.Response:
     body = await parse_body(request, RecurringPatch)
-    view = await operations.update_recurring(
+    view = await recurring.update_recurring(
         request.app[RUNTIME], request.match_info["recurring_id"], cron=body.cron, timezone=body.timezone,
         enabled=body.enabled,
     )
@@ -52,12 +52,12 @@ async def patch(request: web.Request) -> web.Response:
             body=RecurringPut, responses={201: RecurringOut, 200: RecurringOut}, errors=(400, 401, 403, 422))
 async def put(request: web.Request) -> web.Response:
     body = await parse_body(request, RecurringPut)
-    view, created = await operations.put_recurring(request.app[RUNTIME], request.match_info["recurring_id"], body)
+    view, created = await recurring.put_recurring(request.app[RUNTIME], request.match_info["recurring_id"], body)
     return web.json_response(view.model_dump(mode="json"), status=201 if created else 200)
 
 
 @routes.delete("/api/recurring/{recurring_id}", summary="Remove a recurring job; it never fires again",
                responses={204: None}, errors=(401, 403, 404))
 async def delete(request: web.Request) -> web.Response:
-    await operations.delete_recurring(request.app[RUNTIME], request.match_info["recurring_id"])
+    await recurring.delete_recurring(request.app[RUNTIME], request.match_info["recurring_id"])
     return web.Response(status=204)
