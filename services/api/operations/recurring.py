@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
-from services.api.errors import ApiError, invalid_fields
-from services.api.schemas import RECURRING_ID_PATTERN, RecurringOut, RecurringPut
+from services.api.http.errors import ApiError, invalid_fields
+from services.api.openapi.schemas import RECURRING_ID_PATTERN, RecurringOut, RecurringPut
 from shared.client import EnqueuedJob
 from shared.cron import InvalidSchedule, Schedule, parse_cron
 from shared.db import recurring as recurring_queries

@@ -12,7 +12,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from services.api.typedefs import SETTINGS
+from services.api.http.app_keys import SETTINGS
 from shared.job_actions import ActionRefused, JobNotFound
 from shared.messages import field_messages
 

@@ -8,12 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api.auth import actor, sees_secrets
-from services.api.errors import ApiError, idempotency_key_header, parse_body, parse_query, path_uuid, refused
-from services.api.metrics import count_enqueued
-from services.api.openapi import IDEMPOTENCY_KEY, UUID_PATH, ApiRoutes
-from services.api.redaction import JobRedactor, redact_job
-from services.api.schemas import (
+from services.api.http.app_keys import RUNTIME
+from services.api.http.errors import ApiError, idempotency_key_header, parse_body, parse_query, path_uuid, refused
+from services.api.openapi.route_table import IDEMPOTENCY_KEY, UUID_PATH, ApiRoutes
+from services.api.openapi.schemas import (
     BatchJobIn,
     BatchOut,
     BatchRequest,
@@ -28,7 +26,9 @@ from services.api.schemas import (
     JobRequest,
     JobStateOut,
 )
-from services.api.typedefs import RUNTIME
+from services.api.routes.metrics import count_enqueued
+from services.api.security.auth import actor, sees_secrets
+from services.api.security.redaction import JobRedactor, redact_job
 from shared import job_actions
 from shared.client import IdempotencyConflict, JobSpec, UnknownParentJob
 from shared.db import job_search

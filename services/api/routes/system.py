@@ -8,11 +8,10 @@ from datetime import UTC, datetime, timedelta
 import aio_pika
 from aiohttp import web
 
-from services.api.auth import sees_secrets
-from services.api.errors import ApiError, parse_body
-from services.api.openapi import ApiRoutes
-from services.api.redaction import redact_payload, redact_text
-from services.api.schemas import (
+from services.api.http.app_keys import RUNTIME
+from services.api.http.errors import ApiError, parse_body
+from services.api.openapi.route_table import ApiRoutes
+from services.api.openapi.schemas import (
     ParkedMessageOut,
     ParkedMessagesOut,
     ParkedPurgeIn,
@@ -23,7 +22,8 @@ from services.api.schemas import (
     ServerOut,
     StatsOut,
 )
-from services.api.typedefs import RUNTIME
+from services.api.security.auth import sees_secrets
+from services.api.security.redaction import redact_payload, redact_text
 from shared import parking_lot
 from shared.db import job_search, servers
 from shared.lifecycle import dead_after

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, StrictBool, model_validator
 
-from services.api.errors import IDEMPOTENCY_KEY_MAX
+from services.api.http.errors import IDEMPOTENCY_KEY_MAX
 from shared.jobs import JobState, QueueClass
 from shared.rabbitmq_management import QueueFigures
 
@@ -105,7 +105,7 @@ class JobOut(BaseModel):
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> JobOut:
-        """From a row or a redacted copy of one (services/api/redaction.py)."""
+        """From a row or a redacted copy of one (services/api/security/redaction.py)."""
         derived = {"queue_class", "rabbitmq_queue"}
         fields = {name: row[name] for name in cls.model_fields if name not in derived}
         service = row["service"] if "service" in row.keys() else None

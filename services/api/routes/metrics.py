@@ -11,9 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.api.errors import Handler
-from services.api.openapi import ApiRoutes
-from services.api.typedefs import RUNTIME
+from services.api.http.app_keys import RUNTIME
+from services.api.http.errors import Handler
+from services.api.openapi.route_table import ApiRoutes
 from shared.db import job_search
 from shared.db import jobs as job_queries
 from shared.rabbitmq_management import Management, ManagementUnavailable, QueueInfo

@@ -32,8 +32,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from services.api.errors import ApiError, Handler
-from services.api.typedefs import SETTINGS
+from services.api.http.app_keys import SETTINGS
+from services.api.http.errors import ApiError, Handler
 from shared.settings import Settings
 
 PROTECTED_PREFIXES = ("/api/jobs", "/api/recurring", "/api/servers", "/api/queues", "/api/stats", "/jobs")

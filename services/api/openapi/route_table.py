@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from services.api.errors import IDEMPOTENCY_KEY_MAX, Handler
+from services.api.http.errors import IDEMPOTENCY_KEY_MAX, Handler
 
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 

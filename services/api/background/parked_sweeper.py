@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.api.typedefs import RUNTIME
+from services.api.http.app_keys import RUNTIME
 from shared import parking_lot
 
 log = logging.getLogger(__name__)

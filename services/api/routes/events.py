@@ -24,12 +24,19 @@ from pydantic import (
     field_validator,
 )
 
-from services.api.errors import ApiError, idempotency_key_header, invalid_fields, parse_body, parse_query, path_uuid
-from services.api.metrics import count_enqueued
-from services.api.openapi import IDEMPOTENCY_KEY, UUID_PATH, ApiRoutes
-from services.api.transactions import write_transaction
-from services.api.typedefs import RUNTIME
-from services.api.users import Name
+from services.api.http.app_keys import RUNTIME
+from services.api.http.errors import (
+    ApiError,
+    idempotency_key_header,
+    invalid_fields,
+    parse_body,
+    parse_query,
+    path_uuid,
+)
+from services.api.openapi.route_table import IDEMPOTENCY_KEY, UUID_PATH, ApiRoutes
+from services.api.routes.metrics import count_enqueued
+from services.api.routes.transactions import write_transaction
+from services.api.routes.users import Name
 from shared.client import JobClient
 from shared.db import events as event_queries
 from shared.db import jobs as job_queries

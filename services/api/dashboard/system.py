@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api.dashboard_render import render
+from services.api.dashboard.render import render
+from services.api.http.app_keys import RUNTIME
 from services.api.operations import recurring
-from services.api.typedefs import RUNTIME
 from shared import rabbitmq_management as rabbitmq
 from shared.db import servers as server_queries
 from shared.lifecycle import dead_after

@@ -1,6 +1,6 @@
 """Every POST of the dashboard: job actions, bulk actions, recurring jobs, login and logout.
 
-auth.py has already checked the Origin, the CSRF token and the role before any of these run.
+services/api/security/auth.py has already checked the Origin, the CSRF token and the role before any of these run.
 Each action answers 303 to a page (post/redirect/get), so a reload never repeats it.
 """
 
@@ -15,14 +15,14 @@ from urllib.parse import urlencode
 from aiohttp import web
 from pydantic import ValidationError
 
-from services.api import auth, ratelimit
-from services.api.dashboard_filters import parse_filter
-from services.api.dashboard_render import render_login, safe_next
-from services.api.dashboard_system import NEW_RECURRING, render_recurring
-from services.api.errors import ApiError, path_uuid, refused
+from services.api.dashboard.filters import parse_filter
+from services.api.dashboard.render import render_login, safe_next
+from services.api.dashboard.system import NEW_RECURRING, render_recurring
+from services.api.http.app_keys import RUNTIME, SETTINGS
+from services.api.http.errors import ApiError, path_uuid, refused
+from services.api.openapi.schemas import RecurringPut
 from services.api.operations import recurring
-from services.api.schemas import RecurringPut
-from services.api.typedefs import RUNTIME, SETTINGS
+from services.api.security import auth, ratelimit
 from shared import job_actions
 from shared.runtime import Runtime
 

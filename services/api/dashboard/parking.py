@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.api.errors import ApiError
-from services.api.schemas import ParkedPurgeIn
-from services.api.system import purge_parked
-from services.api.typedefs import RUNTIME
+from services.api.http.app_keys import RUNTIME
+from services.api.http.errors import ApiError
+from services.api.openapi.schemas import ParkedPurgeIn
+from services.api.routes.system import purge_parked
 
 routes = web.RouteTableDef()
 

@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from services.api.openapi import ApiRoutes
-from services.api.typedefs import RUNTIME
+from services.api.http.app_keys import RUNTIME
+from services.api.openapi.route_table import ApiRoutes
 from shared.kind_catalog import catalog
 from shared.runtime import default_retry
 

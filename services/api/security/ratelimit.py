@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from services.api.errors import ApiError
-from services.api.typedefs import SETTINGS
+from services.api.http.app_keys import SETTINGS
+from services.api.http.errors import ApiError
 from shared.settings import Settings
 
 MAX_KEYS = 100_000  # memory bound: past it, full buckets go first, then the oldest

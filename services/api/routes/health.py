@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel
 
-from services.api.openapi import ApiRoutes
-from services.api.typedefs import RUNTIME
+from services.api.http.app_keys import RUNTIME
+from services.api.openapi.route_table import ApiRoutes
 from shared.runtime import unreachable_dependencies
 
 routes = ApiRoutes("health")

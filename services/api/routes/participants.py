@@ -8,14 +8,14 @@ from datetime import datetime
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from services.api import ratelimit
-from services.api.errors import ApiError, parse_body, path_uuid
-from services.api.events import refuse_if_closed
-from services.api.metrics import count_enqueued
-from services.api.openapi import UUID_PATH, ApiRoutes
-from services.api.transactions import write_transaction
-from services.api.typedefs import RUNTIME
-from services.api.users import Email, Name
+from services.api.http.app_keys import RUNTIME
+from services.api.http.errors import ApiError, parse_body, path_uuid
+from services.api.openapi.route_table import UUID_PATH, ApiRoutes
+from services.api.routes.events import refuse_if_closed
+from services.api.routes.metrics import count_enqueued
+from services.api.routes.transactions import write_transaction
+from services.api.routes.users import Email, Name
+from services.api.security import ratelimit
 from shared.db import events as event_queries
 from shared.db import participants as participant_queries
 

@@ -10,10 +10,10 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.api.dashboard_render import render
-from services.api.errors import parse_query
-from services.api.openapi import ApiRoutes
-from services.api.typedefs import RUNTIME
+from services.api.dashboard.render import render
+from services.api.http.app_keys import RUNTIME
+from services.api.http.errors import parse_query
+from services.api.openapi.route_table import ApiRoutes
 
 routes = ApiRoutes("reports")
 pages = web.RouteTableDef()

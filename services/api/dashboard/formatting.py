@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.api.redaction import REDACTED, redact, redact_payload
+from services.api.security.redaction import REDACTED, redact, redact_payload
 
-__all__ = ["REDACTED", "redact", "redact_payload"]  # the dashboard's filters; the rule is services/api/redaction.py
+__all__ = ["REDACTED", "redact", "redact_payload"]  # the dashboard's filters; the rule is services/api/security/redaction.py
 
 def progress(row: Any) -> dict[str, Any]:
     """A job's last reported progress for its page and state.json: counts, message, and a line of text."""

@@ -13,11 +13,11 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.api.errors import ApiError, parse_body
-from services.api.metrics import count_enqueued
-from services.api.openapi import ApiRoutes
-from services.api.schemas import JobRequest
-from services.api.typedefs import RUNTIME
+from services.api.http.app_keys import RUNTIME
+from services.api.http.errors import ApiError, parse_body
+from services.api.openapi.route_table import ApiRoutes
+from services.api.openapi.schemas import JobRequest
+from services.api.routes.metrics import count_enqueued
 from shared.client import BatchRefused, IdempotencyConflict, JobSpec
 from shared.jobs import JobState
 from shared.registry import InvalidJobArguments, UnknownJobKind

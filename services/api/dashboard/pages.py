@@ -1,5 +1,6 @@
 """/jobs: the operators' dashboard. Overview, job lists with search, and the job page; see also
-dashboard_system.py (recurring, queues, servers), dashboard_actions.py (every POST) and auth.py."""
+system.py (recurring, queues, servers), actions.py (every POST), parking.py (the parking lot's purge) and
+services/api/security/ (who may see and do what)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from services.api import auth
-from services.api import dashboard_format as fmt
-from services.api.dashboard_filters import parse_filter
-from services.api.dashboard_render import STATE_ORDER, html_errors, refusal_page, render, render_login
-from services.api.errors import path_uuid
-from services.api.redaction import JobRedactor, redact_job
-from services.api.typedefs import RUNTIME
+from services.api.dashboard import actions, parking, system
+from services.api.dashboard import formatting as fmt
+from services.api.dashboard.filters import parse_filter
+from services.api.dashboard.render import STATE_ORDER, html_errors, refusal_page, render, render_login
+from services.api.http.app_keys import RUNTIME
+from services.api.http.errors import path_uuid
+from services.api.security import auth
+from services.api.security.redaction import JobRedactor, redact_job
 from shared.db import job_search
 from shared.db import jobs as job_queries
 from shared.db import servers as server_queries
@@ -26,7 +28,7 @@ from shared.jobs import CANCELLABLE, DELETABLE, FINAL_STATES, REQUEUEABLE, JobSt
 from shared.lifecycle import dead_after
 from shared.runtime import Runtime
 
-STATIC = Path(__file__).parent / "static" / "dashboard"
+STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 50
 REALTIME_SECONDS = 60
 # Every open overview polls every 2 s; within this many seconds they share one answer instead of
@@ -39,16 +41,14 @@ routes = web.RouteTableDef()
 
 def setup(app: web.Application) -> None:
     """Everything the dashboard adds to the api application."""
-    from services.api import dashboard_actions, dashboard_parking, dashboard_system
-
     auth.install(app)
     app[auth.REFUSAL_PAGE] = refusal_page
     app[REALTIME_CACHE] = {}
     app.middlewares.append(html_errors)
     app.add_routes(routes)
-    app.add_routes(dashboard_system.routes)
-    app.add_routes(dashboard_actions.routes)
-    app.add_routes(dashboard_parking.routes)
+    app.add_routes(system.routes)
+    app.add_routes(actions.routes)
+    app.add_routes(parking.routes)
     app.router.add_static("/jobs/static/", STATIC, name="dashboard_static", append_version=True)
 
 

@@ -1,4 +1,4 @@
-"""Swagger UI at /api/docs, from assets shipped in the package (static/swagger), never a CDN."""
+"""Swagger UI at /api/docs, from assets shipped in the package (swagger/ beside this file), never a CDN."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.api.openapi import ApiRoutes
+from services.api.openapi.route_table import ApiRoutes
 
 routes = ApiRoutes("docs")  # no operations: the docs page is not part of the API it documents
 
-ASSETS = Path(__file__).resolve().parent / "static" / "swagger"
+ASSETS = Path(__file__).resolve().parent / "swagger"
 ASSETS_URL = "/api/docs/assets"
 
 PAGE = f"""<!doctype html>

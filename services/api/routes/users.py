@@ -9,12 +9,12 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
-from services.api import ratelimit
-from services.api.errors import ApiError, parse_body
-from services.api.metrics import count_enqueued
-from services.api.openapi import ApiRoutes
-from services.api.transactions import write_transaction
-from services.api.typedefs import RUNTIME
+from services.api.http.app_keys import RUNTIME
+from services.api.http.errors import ApiError, parse_body
+from services.api.openapi.route_table import ApiRoutes
+from services.api.routes.metrics import count_enqueued
+from services.api.routes.transactions import write_transaction
+from services.api.security import ratelimit
 from shared.db import users as user_queries
 from shared.kinds import EmailAddress, HeaderText
 

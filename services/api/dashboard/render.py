@@ -10,10 +10,10 @@ from typing import Any
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from services.api import dashboard_format as fmt
-from services.api.auth import CSRF_FIELD, CSRF_TOKEN, LOGIN_PATH, principal_of, tokens_configured
-from services.api.errors import ApiError, Handler
-from services.api.typedefs import SETTINGS
+from services.api.dashboard import formatting as fmt
+from services.api.http.app_keys import SETTINGS
+from services.api.http.errors import ApiError, Handler
+from services.api.security.auth import CSRF_FIELD, CSRF_TOKEN, LOGIN_PATH, principal_of, tokens_configured
 from shared.jobs import JobState
 from shared.rabbitmq_management import management_ui_url
 

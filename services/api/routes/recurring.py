@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.api.auth import sees_secrets
-from services.api.errors import parse_body
-from services.api.openapi import ApiRoutes
+from services.api.http.app_keys import RUNTIME
+from services.api.http.errors import parse_body
+from services.api.openapi.route_table import ApiRoutes
+from services.api.openapi.schemas import JobOut, RecurringListOut, RecurringOut, RecurringPatch, RecurringPut
 from services.api.operations import recurring
-from services.api.redaction import redact
-from services.api.schemas import JobOut, RecurringListOut, RecurringOut, RecurringPatch, RecurringPut
-from services.api.typedefs import RUNTIME
+from services.api.security.auth import sees_secrets
+from services.api.security.redaction import redact
 from shared.db import jobs as job_queries
 
 routes = ApiRoutes("recurring")
