@@ -32,7 +32,8 @@ from services.api.routes import (
     users,
 )
 from services.api.security import ratelimit
-from services.api.security.auth import OPERATOR_ROUTES, auth_middleware, is_protected
+from services.api.security.access import OPERATOR_ROUTES, is_protected
+from services.api.security.auth import auth_middleware
 from shared.kinds import platform_registry
 from shared.registry import Registry
 from shared.runtime import open_runtime

@@ -1,6 +1,7 @@
 """Every POST of the dashboard: job actions, bulk actions, recurring jobs, login and logout.
 
-services/api/security/auth.py has already checked the Origin, the CSRF token and the role before any of these run.
+The auth middleware (services/api/security/) has already checked the Origin, the CSRF token and the role
+before any of these run.
 Each action answers 303 to a page (post/redirect/get), so a reload never repeats it.
 """
 
@@ -22,7 +23,7 @@ from services.api.http.app_keys import RUNTIME, SETTINGS
 from services.api.http.errors import ApiError, path_uuid, refused
 from services.api.openapi.schemas import RecurringPut
 from services.api.operations import recurring
-from services.api.security import auth, ratelimit
+from services.api.security import ratelimit, roles, sessions
 from shared import job_actions
 from shared.runtime import Runtime
 
@@ -58,7 +59,7 @@ async def delete(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/jobs/job/{job_id}/cancel")
 async def cancel(request: web.Request) -> web.StreamResponse:
-    who = auth.actor(request)
+    who = roles.actor(request)
     return await _act(request, lambda runtime, job_id, reason: job_actions.cancel_job(runtime, job_id, who, reason),
                       "cancelled", reason="cancelled")
 
@@ -93,7 +94,7 @@ async def bulk(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     runtime = request.app[RUNTIME]
     action, _, scope = str(form.get("do", "")).partition("-")
-    who = auth.actor(request)
+    who = roles.actor(request)
     # Cancel records who asked, so its entry is made per request.
     actions: dict[str, tuple[Callable[..., Awaitable[job_actions.BulkResult]],
                              Callable[..., Awaitable[job_actions.BulkResult]], str]] = {
@@ -208,16 +209,17 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     next_path = safe_next(str(form.get("next", "/jobs")))
     token = str(form.get("token", ""))
-    role = auth.role_for_token(settings, token)
+    role = roles.role_for_token(settings, token)
     if role is None:
         return render_login(request, status=401, next_path=next_path, error="That token is not valid.")
     response = see_other(next_path)
-    auth.set_session(response, request, auth.session_cookie_for(request, role, token))
+    sessions.set_session(response, request, sessions.session_cookie_for(request, role, token))
     return response
 
 
 @routes.post("/jobs/logout")
 async def logout(request: web.Request) -> web.StreamResponse:
-    response = see_other("/jobs/login" if auth.tokens_configured(request.app[SETTINGS]) else "/jobs", done="logged_out")
-    auth.clear_session(response)
+    login = roles.tokens_configured(request.app[SETTINGS])
+    response = see_other("/jobs/login" if login else "/jobs", done="logged_out")
+    sessions.clear_session(response)
     return response

@@ -10,7 +10,8 @@ from typing import Any
 
 from services.api.security.redaction import REDACTED, redact, redact_payload
 
-__all__ = ["REDACTED", "redact", "redact_payload"]  # the dashboard's filters; the rule is services/api/security/redaction.py
+# The dashboard's filters; the rule is services/api/security/redaction.py.
+__all__ = ["REDACTED", "redact", "redact_payload"]
 
 def progress(row: Any) -> dict[str, Any]:
     """A job's last reported progress for its page and state.json: counts, message, and a line of text."""

@@ -19,8 +19,9 @@ from services.api.dashboard.filters import parse_filter
 from services.api.dashboard.render import STATE_ORDER, html_errors, refusal_page, render, render_login
 from services.api.http.app_keys import RUNTIME
 from services.api.http.errors import path_uuid
-from services.api.security import auth
+from services.api.security import auth, sessions
 from services.api.security.redaction import JobRedactor, redact_job
+from services.api.security.roles import tokens_configured
 from shared.db import job_search
 from shared.db import jobs as job_queries
 from shared.db import servers as server_queries
@@ -41,7 +42,7 @@ routes = web.RouteTableDef()
 
 def setup(app: web.Application) -> None:
     """Everything the dashboard adds to the api application."""
-    auth.install(app)
+    sessions.install(app)
     app[auth.REFUSAL_PAGE] = refusal_page
     app[REALTIME_CACHE] = {}
     app.middlewares.append(html_errors)
@@ -214,6 +215,6 @@ async def job_state_json(request: web.Request) -> web.Response:
 
 @routes.get("/jobs/login")
 async def login_page(request: web.Request) -> web.StreamResponse:
-    if not auth.tokens_configured(request.app[RUNTIME].settings):
+    if not tokens_configured(request.app[RUNTIME].settings):
         raise web.HTTPSeeOther("/jobs")
     return render_login(request, next_path=request.query.get("next", "/jobs"))

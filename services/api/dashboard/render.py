@@ -13,7 +13,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from services.api.dashboard import formatting as fmt
 from services.api.http.app_keys import SETTINGS
 from services.api.http.errors import ApiError, Handler
-from services.api.security.auth import CSRF_FIELD, CSRF_TOKEN, LOGIN_PATH, principal_of, tokens_configured
+from services.api.security.access import LOGIN_PATH
+from services.api.security.csrf import CSRF_FIELD, CSRF_TOKEN
+from services.api.security.roles import principal_of, tokens_configured
 from shared.jobs import JobState
 from shared.rabbitmq_management import management_ui_url
 
@@ -105,7 +107,7 @@ def render_login(request: web.Request, *, status: int = 200, next_path: str = "/
 
 
 def refusal_page(request: web.Request, status: int, message: str, login: bool) -> web.Response:
-    """What auth shows a dashboard request it refuses (auth.REFUSAL_PAGE)."""
+    """What the auth middleware shows a dashboard request it refuses (security/auth.py's REFUSAL_PAGE)."""
     if login:
         return render_login(request, status=401, next_path=request.path_qs)
     return render_message(request, status, message)

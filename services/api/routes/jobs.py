@@ -27,8 +27,8 @@ from services.api.openapi.schemas import (
     JobStateOut,
 )
 from services.api.routes.metrics import count_enqueued
-from services.api.security.auth import actor, sees_secrets
 from services.api.security.redaction import JobRedactor, redact_job
+from services.api.security.roles import actor, sees_secrets
 from shared import job_actions
 from shared.client import IdempotencyConflict, JobSpec, UnknownParentJob
 from shared.db import job_search

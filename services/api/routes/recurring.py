@@ -9,8 +9,8 @@ from services.api.http.errors import parse_body
 from services.api.openapi.route_table import ApiRoutes
 from services.api.openapi.schemas import JobOut, RecurringListOut, RecurringOut, RecurringPatch, RecurringPut
 from services.api.operations import recurring
-from services.api.security.auth import sees_secrets
 from services.api.security.redaction import redact
+from services.api.security.roles import sees_secrets
 from shared.db import jobs as job_queries
 
 routes = ApiRoutes("recurring")

@@ -22,8 +22,8 @@ from services.api.openapi.schemas import (
     ServerOut,
     StatsOut,
 )
-from services.api.security.auth import sees_secrets
 from services.api.security.redaction import redact_payload, redact_text
+from services.api.security.roles import sees_secrets
 from shared import parking_lot
 from shared.db import job_search, servers
 from shared.lifecycle import dead_after

@@ -3,7 +3,7 @@
 A token bucket per key (a client address, a target email address): `requests` per `seconds`, refilled
 evenly, so a burst of `requests` passes and then one more each `seconds / requests`. The buckets live
 in this process: each api replica counts on its own. The client is the TCP peer, never a forwarding
-header, like the loopback rule in auth.py (a header would let a flooder pick a fresh address each time).
+header, like the loopback rule in security/auth.py (a header would let a flooder pick a fresh address each time).
 """
 
 from __future__ import annotations
