@@ -16,8 +16,9 @@ from services.api.dashboard import pages as dashboard_pages
 from services.api.http.app_keys import RUNTIME, SETTINGS
 from services.api.http.errors import error_middleware
 from services.api.openapi import swagger_ui
+from services.api.openapi.document import openapi_document
 from services.api.openapi.examples import REQUEST_EXAMPLES
-from services.api.openapi.route_table import ApiRoutes, openapi_document
+from services.api.openapi.route_table import ApiRoutes
 from services.api.routes import (
     events,
     health,

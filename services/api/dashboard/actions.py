@@ -20,7 +20,8 @@ from services.api.dashboard.filters import parse_filter
 from services.api.dashboard.render import render_login, safe_next
 from services.api.dashboard.system import NEW_RECURRING, render_recurring
 from services.api.http.app_keys import RUNTIME, SETTINGS
-from services.api.http.errors import ApiError, path_uuid, refused
+from services.api.http.errors import ApiError, refused
+from services.api.http.parsing import path_uuid
 from services.api.openapi.schemas import RecurringPut
 from services.api.operations import recurring
 from services.api.security import ratelimit, roles, sessions

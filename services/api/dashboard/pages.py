@@ -18,7 +18,7 @@ from services.api.dashboard import formatting as fmt
 from services.api.dashboard.filters import parse_filter
 from services.api.dashboard.render import STATE_ORDER, html_errors, refusal_page, render, render_login
 from services.api.http.app_keys import RUNTIME
-from services.api.http.errors import path_uuid
+from services.api.http.parsing import path_uuid
 from services.api.security import auth, sessions
 from services.api.security.redaction import JobRedactor, redact_job
 from services.api.security.roles import tokens_configured

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, StrictBool, model_validator
 
-from services.api.http.errors import IDEMPOTENCY_KEY_MAX
+from services.api.http.parsing import IDEMPOTENCY_KEY_MAX
 from shared.jobs import JobState, QueueClass
 from shared.rabbitmq_management import QueueFigures
 

@@ -25,14 +25,8 @@ from pydantic import (
 )
 
 from services.api.http.app_keys import RUNTIME
-from services.api.http.errors import (
-    ApiError,
-    idempotency_key_header,
-    invalid_fields,
-    parse_body,
-    parse_query,
-    path_uuid,
-)
+from services.api.http.errors import ApiError, invalid_fields
+from services.api.http.parsing import idempotency_key_header, parse_body, parse_query, path_uuid
 from services.api.openapi.route_table import IDEMPOTENCY_KEY, UUID_PATH, ApiRoutes
 from services.api.routes.metrics import count_enqueued
 from services.api.routes.transactions import write_transaction

@@ -9,7 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from services.api.http.app_keys import RUNTIME
-from services.api.http.errors import ApiError, idempotency_key_header, parse_body, parse_query, path_uuid, refused
+from services.api.http.errors import ApiError, refused
+from services.api.http.parsing import idempotency_key_header, parse_body, parse_query, path_uuid
 from services.api.openapi.route_table import IDEMPOTENCY_KEY, UUID_PATH, ApiRoutes
 from services.api.openapi.schemas import (
     BatchJobIn,

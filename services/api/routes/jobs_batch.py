@@ -14,7 +14,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.api.http.app_keys import RUNTIME
-from services.api.http.errors import ApiError, parse_body
+from services.api.http.errors import ApiError
+from services.api.http.parsing import parse_body
 from services.api.openapi.route_table import ApiRoutes
 from services.api.openapi.schemas import JobRequest
 from services.api.routes.metrics import count_enqueued

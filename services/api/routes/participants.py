@@ -9,7 +9,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from services.api.http.app_keys import RUNTIME
-from services.api.http.errors import ApiError, parse_body, path_uuid
+from services.api.http.errors import ApiError
+from services.api.http.parsing import parse_body, path_uuid
 from services.api.openapi.route_table import UUID_PATH, ApiRoutes
 from services.api.routes.events import refuse_if_closed
 from services.api.routes.metrics import count_enqueued

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.api.http.app_keys import RUNTIME
-from services.api.http.errors import parse_body
+from services.api.http.parsing import parse_body
 from services.api.openapi.route_table import ApiRoutes
 from services.api.openapi.schemas import JobOut, RecurringListOut, RecurringOut, RecurringPatch, RecurringPut
 from services.api.operations import recurring

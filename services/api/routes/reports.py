@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.api.dashboard.render import render
 from services.api.http.app_keys import RUNTIME
-from services.api.http.errors import parse_query
+from services.api.http.parsing import parse_query
 from services.api.openapi.route_table import ApiRoutes
 
 routes = ApiRoutes("reports")

@@ -9,7 +9,8 @@ import aio_pika
 from aiohttp import web
 
 from services.api.http.app_keys import RUNTIME
-from services.api.http.errors import ApiError, parse_body
+from services.api.http.errors import ApiError
+from services.api.http.parsing import parse_body
 from services.api.openapi.route_table import ApiRoutes
 from services.api.openapi.schemas import (
     ParkedMessageOut,

@@ -10,7 +10,8 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from services.api.http.app_keys import RUNTIME
-from services.api.http.errors import ApiError, parse_body
+from services.api.http.errors import ApiError
+from services.api.http.parsing import parse_body
 from services.api.openapi.route_table import ApiRoutes
 from services.api.routes.metrics import count_enqueued
 from services.api.routes.transactions import write_transaction
