@@ -76,6 +76,5 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
 
     app.router.add_get("/api/openapi.json", openapi_json)
     dashboard_pages.setup(app)
-    app.add_routes(reports.pages)
     return app
 

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from services.api.dashboard import actions, parking, system
+from services.api.dashboard import actions, parking, reports, system
 from services.api.dashboard import formatting as fmt
 from services.api.dashboard.filters import parse_filter
 from services.api.dashboard.render import STATE_ORDER, html_errors, refusal_page, render, render_login
@@ -51,6 +51,7 @@ def setup(app: web.Application) -> None:
     app.add_routes(actions.routes)
     app.add_routes(parking.routes)
     app.router.add_static("/jobs/static/", STATIC, name="dashboard_static", append_version=True)
+    app.add_routes(reports.routes)
 
 
 def static_url(request: web.Request, filename: str) -> str:

@@ -7,7 +7,7 @@ from aiohttp import web
 from services.api.http.app_keys import RUNTIME
 from services.api.http.errors import ApiError
 from services.api.openapi.schemas import ParkedPurgeIn
-from services.api.routes.system import purge_parked
+from services.api.operations.parking import purge_parked
 
 routes = web.RouteTableDef()
 

@@ -1,4 +1,5 @@
-"""The stored daily reports (written by `maintenance.daily_report`): `GET /api/reports` and the Reports page."""
+"""The stored daily reports (written by `maintenance.daily_report`): `GET /api/reports` (the dashboard's Reports
+page shows the same, services/api/dashboard/reports.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,11 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.api.dashboard.render import render
 from services.api.http.app_keys import RUNTIME
 from services.api.http.parsing import parse_query
 from services.api.openapi.route_table import ApiRoutes
 
 routes = ApiRoutes("reports")
-pages = web.RouteTableDef()
 
 
 class ReportQuery(BaseModel):
@@ -52,8 +51,3 @@ async def list_reports(request: web.Request) -> web.Response:
     body = ReportListOut(reports=await recent_reports(request.app[RUNTIME].pool, query.limit))
     return web.json_response(body.model_dump(mode="json"))
 
-
-@pages.get("/jobs/reports")
-async def reports_page(request: web.Request) -> web.Response:
-    reports = await recent_reports(request.app[RUNTIME].pool, 14)
-    return render(request, "reports.html", nav="reports", reports=reports)

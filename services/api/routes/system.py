@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime, timedelta
-
-import aio_pika
 from aiohttp import web
 
 from services.api.http.app_keys import RUNTIME
-from services.api.http.errors import ApiError
 from services.api.http.parsing import parse_body
 from services.api.openapi.route_table import ApiRoutes
 from services.api.openapi.schemas import (
@@ -23,16 +18,15 @@ from services.api.openapi.schemas import (
     ServerOut,
     StatsOut,
 )
+from services.api.operations.parking import purge_parked
 from services.api.security.redaction import redact_payload, redact_text
 from services.api.security.roles import sees_secrets
-from shared import parking_lot
 from shared.db import job_search, servers
 from shared.lifecycle import dead_after
 from shared.rabbitmq_management import Management, ManagementUnavailable
 from shared.runtime import Runtime
 
 routes = ApiRoutes("system")
-PURGE_TIMEOUT_SECONDS = 30.0
 
 
 async def stats(runtime: Runtime) -> StatsOut:
@@ -102,20 +96,6 @@ async def get_parked(request: web.Request) -> web.Response:
                                                       "reason": redact_text(message.reason)})
                            for message in parked.messages]
     return web.json_response(parked.model_dump(mode="json"))
-
-
-async def purge_parked(runtime: Runtime, purge: ParkedPurgeIn) -> int:
-    """Remove parked copies: all, the selected ids, or those parked longer ago than the given seconds."""
-    older_than = (None if purge.older_than_seconds is None
-                  else datetime.now(UTC) - timedelta(seconds=purge.older_than_seconds))
-    try:
-        async with asyncio.timeout(PURGE_TIMEOUT_SECONDS):  # a reconnecting broker answers 503, not a hang
-            return await parking_lot.purge(runtime.broker, every=bool(purge.all), ids=purge.ids or (),
-                                           older_than=older_than, quorum=runtime.settings.queue_type == "quorum")
-    except (RuntimeError, ConnectionError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
-        raise ApiError(503, "service_unavailable", "RabbitMQ is unavailable; try again shortly",
-                       [{"dependency": "rabbitmq", "message": str(exc) or type(exc).__name__}],
-                       headers={"Retry-After": "2"}) from None
 
 
 @routes.post("/api/queues/dead/purge", summary="Remove parked messages: all, selected by id, or older than",
