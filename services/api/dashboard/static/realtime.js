@@ -15,7 +15,7 @@
     }).join(" ");
   }
 
-  // Mirrors dashboard_format.nice_ceiling: 2, 3, 4, 5, 6, 8, 10 times a power of ten.
+  // Mirrors services/api/dashboard/formatting.py nice_ceiling: 2, 3, 4, 5, 6, 8, 10 times a power of ten.
   function niceCeiling(value) {
     var magnitude = 1;
     for (;;) {
