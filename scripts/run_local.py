@@ -11,7 +11,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from shared.rabbitmq_management import management_ui_url
 
 from shared.service_catalog import MIGRATE_MODULE, SERVICES
 
@@ -123,8 +124,7 @@ def main() -> None:
         **({"METRICS_PORT": str(ports[service.name])} if service.name in ports else {})}) for service in SERVICES})
     processes = list(services.values())
     host, port = env.get("API_HOST", "127.0.0.1"), env.get("API_PORT", "5000")
-    management = urlsplit(env.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/"))
-    rabbitmq_ui = f"{management.scheme}://{management.hostname}:{management.port or 15672}/"
+    rabbitmq_ui = management_ui_url(env.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/"))
     try:
         problem = wait_until_ready(f"http://{host}:{port}", services, env.get("API_TOKEN") or None)
     except KeyboardInterrupt:

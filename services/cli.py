@@ -106,9 +106,9 @@ async def enqueue(settings: Settings, options: argparse.Namespace) -> None:
 
 
 async def status(settings: Settings, options: argparse.Namespace) -> None:
-    from services.api.rabbitmq import Management, ManagementUnavailable
     from shared.db import job_search, servers
     from shared.lifecycle import dead_after
+    from shared.rabbitmq_management import Management, ManagementUnavailable
 
     async with runtime(settings) as opened:
         counts = {state.value: n for state, n in (await job_search.counts_by_state(opened.pool)).items()}
@@ -135,7 +135,7 @@ async def status(settings: Settings, options: argparse.Namespace) -> None:
 
 
 async def bulk(settings: Settings, options: argparse.Namespace) -> None:
-    from services.api import operations
+    from shared import job_actions
     from shared.db.job_search import JobFilter
     from shared.jobs import JobState
 
@@ -145,14 +145,14 @@ async def bulk(settings: Settings, options: argparse.Namespace) -> None:
         fail(f"--state must be one of {', '.join(state.value for state in JobState)}")
     job_filter = JobFilter(state=state, kind=options.kind)
     async with runtime(settings) as opened:
-        run = operations.requeue_matching if options.command == "requeue" else operations.delete_matching
+        run = job_actions.requeue_matching if options.command == "requeue" else job_actions.delete_matching
         result = await run(opened, job_filter, options.limit, reason=f"{options.command}d from the command line")
     print(json.dumps({"changed": len(result.changed), "skipped": result.skipped}))
 
 
 async def parking_lot(settings: Settings, options: argparse.Namespace) -> None:
-    from services.api.rabbitmq import Management, ManagementUnavailable
     from shared import parking_lot as lot
+    from shared.rabbitmq_management import Management, ManagementUnavailable
 
     if options.lot_command == "list":
         try:

@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from services.api.app import create_app
-from services.api.typedefs import RUNTIME
+from services.api.http.app_keys import RUNTIME
 from shared.lifecycle import heartbeat, new_server_id, run_service
 from shared.settings import Settings
 

@@ -1,4 +1,9 @@
-"""The api application: resources in cleanup_ctx, routes from one module per resource."""
+"""The api application: resources in cleanup_ctx, routes from one module per resource.
+
+The parts: routes/ (the JSON API, one module per resource), dashboard/ (/jobs), security/ (who may call what),
+openapi/ (models, the document, Swagger UI), http/ (errors, parsing, app keys), operations/ (actions the routes and
+the dashboard share), background/ (tasks beside the requests).
+"""
 
 from __future__ import annotations
 
@@ -6,28 +11,30 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.api import (
-    dashboard,
-    docs,
+from services.api.background import parked_sweeper
+from services.api.dashboard import pages as dashboard_pages
+from services.api.http.app_keys import RUNTIME, SETTINGS
+from services.api.http.errors import error_middleware
+from services.api.openapi import swagger_ui
+from services.api.openapi.document import openapi_document
+from services.api.openapi.examples import REQUEST_EXAMPLES
+from services.api.openapi.route_table import ApiRoutes
+from services.api.routes import (
     events,
     health,
     index,
     jobs,
     jobs_batch,
     metrics,
-    parked_sweeper,
     participants,
-    ratelimit,
     recurring,
     reports,
     system,
     users,
 )
-from services.api.auth import OPERATOR_ROUTES, auth_middleware, is_protected
-from services.api.errors import error_middleware
-from services.api.examples import REQUEST_EXAMPLES
-from services.api.openapi import ApiRoutes, openapi_document
-from services.api.typedefs import RUNTIME, SETTINGS
+from services.api.security import ratelimit
+from services.api.security.access import OPERATOR_ROUTES, is_protected
+from services.api.security.auth import auth_middleware
 from shared.kinds import platform_registry
 from shared.registry import Registry
 from shared.runtime import open_runtime
@@ -52,7 +59,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     parked_sweeper.install(app)
     metrics.install(app)
     api_routes: list[ApiRoutes] = [health.routes, jobs.routes, users.routes, events.routes, participants.routes,
-                                   metrics.routes, docs.routes, recurring.routes, system.routes,
+                                   metrics.routes, swagger_ui.routes, recurring.routes, system.routes,
                                    index.routes, reports.routes, jobs_batch.routes]
     for group in api_routes:
         app.add_routes(group.table)
@@ -68,7 +75,6 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         return web.json_response(document)
 
     app.router.add_get("/api/openapi.json", openapi_json)
-    dashboard.setup(app)
-    app.add_routes(reports.pages)
+    dashboard_pages.setup(app)
     return app
 

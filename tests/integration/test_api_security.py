@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from services.api.ratelimit import RateLimiter
+from services.api.security.ratelimit import RateLimiter
 from shared.kinds import platform_registry
 from tests.support.api_probe import platform_api, queue_depth, row_counts
 from tests.support.environment import TestEnvironment

@@ -13,7 +13,9 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from services.api.app import create_app
-from services.api.auth import ENQUEUE_PATHS, SESSION_COOKIE, is_loopback
+from services.api.security.access import ENQUEUE_PATHS
+from services.api.security.auth import is_loopback
+from services.api.security.sessions import SESSION_COOKIE
 from shared.db import jobs as job_queries
 from shared.jobs import JobState
 from shared.runtime import Runtime

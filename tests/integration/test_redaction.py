@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from services.api.redaction import REDACTED, SECRET_NAME_PATTERN, SECRET_PAIR_PATTERN, redact_text
+from services.api.security.redaction import REDACTED, SECRET_NAME_PATTERN, SECRET_PAIR_PATTERN, redact_text
 from shared.db.job_search import JobFilter, search_sql
 from shared.jobs import QueueClass
 from shared.kinds import Args

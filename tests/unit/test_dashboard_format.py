@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from services.api.auth import Role, read_session, sign_session
-from services.api.dashboard_filters import parse_filter
-from services.api.dashboard_format import REDACTED, chart, duration, nice_ceiling, redact, redact_payload
-from services.api.dashboard_render import safe_next
+from services.api.dashboard.filters import parse_filter
+from services.api.dashboard.formatting import REDACTED, chart, duration, nice_ceiling, redact, redact_payload
+from services.api.dashboard.render import safe_next
+from services.api.security.roles import Role
+from services.api.security.sessions import read_session, sign_session
 from shared.jobs import JobState
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

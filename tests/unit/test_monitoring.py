@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from services.api.metrics import ApiMetrics
+from services.api.routes.metrics import ApiMetrics
 from shared import job_metrics
 
 MONITORING = Path(__file__).resolve().parents[2] / "monitoring"

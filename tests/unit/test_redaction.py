@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from services.api.redaction import REDACTED, JobRedactor, redact, redact_text, secret_values
+from services.api.security.redaction import REDACTED, JobRedactor, redact, redact_text, secret_values
 
 
 @pytest.mark.parametrize("name", ["password", "SMTP_Password", "passwd", "api_key", "apiKey", "api-key",

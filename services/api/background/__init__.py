@@ -1,0 +1,1 @@
+"""Tasks the api runs beside serving requests, started and stopped with the application."""

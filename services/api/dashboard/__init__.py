@@ -1,0 +1,1 @@
+"""/jobs: the operators' dashboard. Pages, the forms' actions, rendering (Jinja2 templates, static files)."""

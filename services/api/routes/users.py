@@ -1,0 +1,73 @@
+"""/api/users: sign-up, which sends the welcome email."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from aiohttp import web
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+
+from services.api.http.app_keys import RUNTIME
+from services.api.http.errors import ApiError
+from services.api.http.parsing import parse_body
+from services.api.openapi.route_table import ApiRoutes
+from services.api.routes.metrics import count_enqueued
+from services.api.routes.transactions import write_transaction
+from services.api.security import ratelimit
+from shared.db import users as user_queries
+from shared.kinds import EmailAddress, HeaderText
+
+routes = ApiRoutes("users")
+
+
+def normalise_email(value: str) -> str:
+    """Addresses compare case-insensitively in practice; one spelling per person keeps `unique` meaningful."""
+    return value.lower()
+
+
+# The JSON schemas say what the validators enforce, so clients (and schemathesis) can know it up front.
+# Header-safe characters: no control characters (C0, DEL, C1 with U+0085) and no U+2028/U+2029 (shared/kinds.py).
+_HEADER_CHAR = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
+_ADDRESS_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f\u2028\u2029]"
+Email = Annotated[EmailAddress, AfterValidator(normalise_email), WithJsonSchema(
+    {"type": "string", "maxLength": 320, "pattern": f"^{_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+$"})]
+Name = Annotated[HeaderText, Field(max_length=200), WithJsonSchema(
+    {"type": "string", "minLength": 1, "maxLength": 200, "pattern": f"^{_HEADER_CHAR}+$"})]
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+    name: Name  # it becomes the display name in the welcome email's To: header
+
+
+class UserOut(BaseModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    created_at: datetime
+    welcome_job_id: uuid.UUID | None = None
+
+
+@routes.post("/api/users", summary="Sign a user up and send the welcome email", body=UserIn,
+             responses={201: UserOut}, errors=(400, 409, 413, 422), rate_limited=True)
+async def create_user(request: web.Request) -> web.Response:
+    # Counted before anything is read: a flood costs neither a body parse nor a row.
+    ratelimit.check_client(request, ratelimit.limits(request).signup_client)
+    body = await parse_body(request, UserIn)
+    ratelimit.check_email(request, body.email)
+    runtime = request.app[RUNTIME]
+    async with write_transaction(runtime) as connection:
+        row = await user_queries.insert_user(connection, uuid.uuid4(), body.email, body.name)
+        if row is None:
+            raise ApiError(409, "conflict", f"a user with email {body.email!r} exists",
+                           [{"field": "email", "message": "is already registered"}])
+        job = await runtime.client.enqueue("email.welcome", {"email": body.email, "name": body.name},
+                                           connection=connection)
+    assert job is not None
+    count_enqueued(request.app, job.kind)
+    user = UserOut.model_validate({**dict(row), "welcome_job_id": job.id})
+    return web.json_response(user.model_dump(mode="json"), status=201)
