@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 from shared.rabbitmq_management import management_ui_url
-
 from shared.service_catalog import MIGRATE_MODULE, SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
