@@ -12,7 +12,7 @@ REQUEST_EXAMPLES: dict[str, Any] = {
     "UserIn": {"email": "ada@example.com", "name": "Ada Lovelace"},
     "EventIn": {"title": "Launch party", "location": "Main hall", "starts_at": "2031-05-01T18:00:00+02:00",
                 "ends_at": "2031-05-01T21:00:00+02:00", "timezone": "Europe/Berlin"},
-    "EventPatch": {"starts_at": "2031-05-02T18:00:00+02:00"},
+    "EventPatch": {"starts_at": "2031-05-02T18:00:00+02:00", "ends_at": "2031-05-02T21:00:00+02:00"},
     "ParticipantIn": {"email": "grace@example.com", "name": "Grace Hopper"},
     "JobRequest": {"kind": "email.welcome", "args": {"email": "ada@example.com", "name": "Ada Lovelace"},
                    "delay_seconds": 60},
