@@ -59,6 +59,10 @@ async def test_a_declared_kind_is_validated_scheduled_routed_and_run(
     async with platform_api(env, registry=registry()) as api:
         kinds = {kind["kind"]: kind for kind in (await (await api.get("/api/kinds")).json())["kinds"]}
         assert kinds["sms.reminder"]["rabbitmq_queue"] == "jobs.sms"
+        document = await (await api.get("/api/openapi.json")).json()
+        schemas = document["components"]["schemas"]
+        assert "sms.reminder" in schemas["JobRequest"]["properties"]["kind"]["enum"]
+        assert "enum" not in schemas["JobOut"]["properties"]["kind"]  # a job of a since-removed kind still shows
 
         refused = await api.post("/api/jobs", json={"kind": "sms.reminder", "args": {"event_id": "e", "phone": "12"}})
         assert refused.status == 422

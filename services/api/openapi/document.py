@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 from services.api.openapi.route_table import Operation
 
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+_REF = re.compile(r'"#/components/schemas/(\w+)"')
 
 
 class ErrorBody(BaseModel):
@@ -27,10 +29,12 @@ class ErrorOut(BaseModel):
 
 def openapi_document(
     operations: Iterable[Operation], *, title: str, version: str, needs_auth: Callable[[Operation], bool] | None = None,
-    examples: Mapping[str, Any] | None = None,
+    examples: Mapping[str, Any] | None = None, kinds: Sequence[str] = (),
 ) -> dict[str, Any]:
     """`needs_auth` says which operations take the bearer token (default: those marked `operator`);
-    `examples` are request bodies by model name, shown as each body's `example`."""
+    `examples` are request bodies by model name, shown as each body's `example`; `kinds`, the declared job
+    kinds, become the enum of every `kind` a request sends (never of a response: a job of a kind since
+    removed is still shown)."""
     operations = list(operations)
     models: set[type[BaseModel]] = {ErrorOut}
     for operation in operations:
@@ -41,6 +45,12 @@ def openapi_document(
     ]
     _, definitions = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
     schemas = definitions.get("$defs", {})
+    if kinds:
+        requests = {model.__name__ for operation in operations for model in (operation.body, operation.query) if model}
+        answers = {model.__name__ for operation in operations for model in operation.responses.values() if model}
+        answers.add(ErrorOut.__name__)
+        for name in _reachable(schemas, requests) - _reachable(schemas, answers):
+            _enumerate_kind(schemas[name], sorted(kinds))
 
     def ref(model: type[BaseModel]) -> dict[str, str]:
         return {"$ref": f"#/components/schemas/{model.__name__}"}
@@ -96,6 +106,28 @@ def openapi_document(
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _reachable(schemas: Mapping[str, Any], roots: Iterable[str]) -> set[str]:
+    """The component schemas `roots` refer to, directly or through others, and the roots themselves."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in schemas:
+            continue
+        seen.add(name)
+        todo.extend(_REF.findall(json.dumps(schemas[name])))
+    return seen
+
+
+def _enumerate_kind(schema: dict[str, Any], kinds: list[str]) -> None:
+    prop = schema.get("properties", {}).get("kind")
+    if prop is None:
+        return
+    for option in [prop, *prop.get("anyOf", [])]:
+        if option.get("type") == "string" and "enum" not in option:
+            option["enum"] = kinds
 
 
 def _reason(status: int) -> str:
