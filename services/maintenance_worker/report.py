@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.db import reports
-from shared.db.jobs import Executor
+from shared.db.pool import Executor
 
 
 def report_window(moment: datetime, timezone: str) -> tuple[date, datetime, datetime]:

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from shared.db.jobs import Executor, NewJob
+from shared.db.jobs import NewJob
+from shared.db.pool import Executor
 
 
 async def insert_jobs(executor: Executor, jobs: Sequence[NewJob]) -> dict[uuid.UUID, asyncpg.Record]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from shared.db.jobs import Executor
+from shared.db.pool import Executor
 
 
 @dataclass(frozen=True)

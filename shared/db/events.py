@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.db.jobs import Executor
+from shared.db.pool import Executor
 
 # States of an event's job that has not run yet: what a move or a cancellation deletes.
 PENDING_STATES = ("scheduled", "enqueued", "retrying")

@@ -17,7 +17,8 @@ from typing import Any
 import asyncpg
 
 from shared.db import reports
-from shared.db.jobs import REQUEUE, REQUEUEABLE_STATES, Executor
+from shared.db.jobs import REQUEUE, REQUEUEABLE_STATES
+from shared.db.pool import Executor
 from shared.jobs import JobState
 
 # Columns of a list row: everything but the potentially large traceback and result.

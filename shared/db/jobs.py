@@ -11,9 +11,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.db.pool import Executor
 from shared.jobs import CANCELLABLE, DELETABLE, FINAL_STATES, REQUEUEABLE, JobState, sources_of
-
-Executor = asyncpg.Connection | asyncpg.Pool
 
 # Statements that change many rows lock them in id order first, so two of them running at once
 # (a worker's claims, a client's publish marks, an operator's bulk delete) cannot deadlock.

@@ -9,8 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from shared.db import jobs as job_queries
-from shared.db.jobs import Executor
-from shared.db.pool import acquire
+from shared.db.pool import Executor, acquire
 from shared.limits import LIMIT_RECHECK_SECONDS, KindLimits
 
 # pg_advisory_xact_lock(class, key): the class keeps these locks apart from any other advisory lock.

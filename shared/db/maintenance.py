@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from shared.db.jobs import Executor
+from shared.db.pool import Executor
 
 # Deletes go in batches so a big backlog never holds long locks or one huge transaction.
 DELETE_BATCH = 5000

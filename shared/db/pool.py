@@ -1,4 +1,5 @@
-"""The asyncpg pool of a process, with JSON codecs so jsonb columns arrive as Python objects."""
+"""The asyncpg pool of a process, with JSON codecs so jsonb columns arrive as Python objects, and `Executor`:
+what every named query in shared.db runs on."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import asyncpg
+
+# A named query runs on the pool (one statement, autocommit) or on a connection (inside the caller's transaction).
+Executor = asyncpg.Connection | asyncpg.Pool
 
 # Our transactions last milliseconds; one idle this long belongs to a process that stopped.
 IDLE_IN_TRANSACTION_MS = 30_000

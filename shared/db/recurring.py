@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from shared.db.jobs import Executor
+from shared.db.pool import Executor
 
 DEFINITION_COLUMNS = (
     "id, kind, args, cron, timezone, misfire_policy, misfire_grace_seconds, enabled, last_fire_time, last_job_id, "

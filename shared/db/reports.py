@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.db.jobs import Executor
+from shared.db.pool import Executor
 
 
 async def count_events_created(executor: Executor, start: datetime, end: datetime) -> int:

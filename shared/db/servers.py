@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from shared.db.jobs import Executor
+from shared.db.pool import Executor
 
 
 async def beat(

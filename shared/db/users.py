@@ -6,7 +6,7 @@ import uuid
 
 import asyncpg
 
-from shared.db.jobs import Executor
+from shared.db.pool import Executor
 
 
 async def insert_user(executor: Executor, user_id: uuid.UUID, email: str, name: str) -> asyncpg.Record | None:
