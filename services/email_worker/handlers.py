@@ -25,6 +25,7 @@ from services.email_worker.compose import ComposeError, Outgoing, build, message
 from services.email_worker.smtp import Mailer, SmtpDeferred, SmtpRejected, SmtpReply
 from shared.db import emails, events
 from shared.db import jobs as job_queries
+from shared.db import participants as participant_queries
 from shared.handler_api import (
     Handler,
     IdempotencyConflict,
@@ -147,7 +148,7 @@ class EmailHandlers:
     @handles(EMAIL_EVENT_CONFIRMATION)
     async def event_confirmation(self, ctx: JobContext, args: EventConfirmationArgs) -> dict[str, Any]:
         event = await events.get_event(ctx.pool, args.event_id)
-        participant = await emails.get_participant(ctx.pool, args.participant_id)
+        participant = await participant_queries.get_participant(ctx.pool, args.participant_id)
         reason = skip_reason(event)
         if reason is None and (participant is None or participant["event_id"] != args.event_id):
             reason = "the participant is no longer registered for the event"
@@ -178,13 +179,13 @@ class EmailHandlers:
             if reason is None and event is not None:
                 reason = outdated(event, args.schedule_revision)
             if reason is None and args.participant_id is not None:
-                participant = await emails.get_participant(ctx.pool, args.participant_id)
+                participant = await participant_queries.get_participant(ctx.pool, args.participant_id)
                 if participant is None or participant["event_id"] != args.event_id:
                     reason = "the participant is no longer registered for the event"
             if reason is not None:
                 ctx.log.info("%s to %s not sent: %s", args.template, args.to, reason)
                 return {"skipped": reason}
-        key = await emails.job_idempotency_key(ctx.pool, ctx.job_id) or f"email.send:{ctx.job_id}"
+        key = await job_queries.job_idempotency_key(ctx.pool, ctx.job_id) or f"email.send:{ctx.job_id}"
         return await self.deliver(ctx, Mail(
             key=key, recipient=args.to, subject=args.subject, template=args.template, context=args.context,
             event_id=args.event_id, participant_id=args.participant_id,
@@ -208,10 +209,10 @@ class EmailHandlers:
         await ctx.client.open_batch(batch_id, JobSpec(EVENT_REMINDER_REPORT.name,
                                                       {"event_id": str(event_id), "reminder": fan_out.kind}))
         # The total is read once; registrations during the fan-out can make "done" pass it a little.
-        total = await emails.participant_count(ctx.pool, event_id)
+        total = await participant_queries.participant_count(ctx.pool, event_id)
         await ctx.progress(0, total, "participants enqueued")
         while True:
-            page = await emails.participants_page(ctx.pool, event_id, after, FANOUT_PAGE)
+            page = await participant_queries.participants_page(ctx.pool, event_id, after, FANOUT_PAGE)
             outcomes = await asyncio.gather(
                 *(self.enqueue_one(ctx, fan_out, event, participant, subject, batch_id) for participant in page),
                 return_exceptions=True,

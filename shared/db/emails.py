@@ -1,4 +1,4 @@
-"""Named queries of the email worker: the `emails` audit and what the messages are about.
+"""Named queries on `emails`: the audit row of every message the email worker sends or tries to send.
 
 An `emails` row is keyed by an idempotency key; a row that reached `sent` is never claimed again,
 which is what keeps a redelivered or rerun job from mailing twice, and a row `sending` under a live
@@ -85,31 +85,4 @@ async def record_failure(
         """UPDATE emails SET status = $5, smtp_code = $3, smtp_reply = $4, updated_at = now(), lease_expires_at = NULL
             WHERE idempotency_key = $1 AND lease_owner = $2 AND status = 'sending'""",
         key, owner, code, reply, "failed" if final else "queued",
-    )
-
-
-async def job_idempotency_key(executor: Executor, job_id: uuid.UUID) -> str | None:
-    key: str | None = await executor.fetchval("SELECT idempotency_key FROM jobs WHERE id = $1", job_id)
-    return key
-
-
-async def get_participant(executor: Executor, participant_id: uuid.UUID) -> asyncpg.Record | None:
-    return await executor.fetchrow("SELECT id, event_id, email, name FROM participants WHERE id = $1", participant_id)
-
-
-async def participant_count(executor: Executor, event_id: uuid.UUID) -> int:
-    count: int = await executor.fetchval("SELECT count(*) FROM participants WHERE event_id = $1", event_id)
-    return count
-
-
-async def participants_page(
-    executor: Executor, event_id: uuid.UUID, after_email: str | None, limit: int
-) -> list[asyncpg.Record]:
-    """One page of an event's participants in email order (keyset on the (event_id, email) unique index)."""
-    return await executor.fetch(
-        """SELECT id, email, name FROM participants
-            WHERE event_id = $1 AND ($2::text IS NULL OR email > $2)
-            ORDER BY email
-            LIMIT $3""",
-        event_id, after_email, limit,
     )

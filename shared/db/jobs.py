@@ -85,6 +85,11 @@ async def get_job(executor: Executor, job_id: uuid.UUID) -> asyncpg.Record | Non
     return await executor.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
 
 
+async def job_idempotency_key(executor: Executor, job_id: uuid.UUID) -> str | None:
+    key: str | None = await executor.fetchval("SELECT idempotency_key FROM jobs WHERE id = $1", job_id)
+    return key
+
+
 async def job_history(executor: Executor, job_id: uuid.UUID) -> list[asyncpg.Record]:
     return await executor.fetch("SELECT * FROM job_states WHERE job_id = $1 ORDER BY id", job_id)
 

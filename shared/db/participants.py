@@ -1,4 +1,5 @@
-"""Named queries on participants."""
+"""Named queries on participants: registration (the API) and the reads of the email worker (one participant,
+an event's count and its pages for a fan-out)."""
 
 from __future__ import annotations
 
@@ -24,4 +25,26 @@ async def insert_participant(
 async def list_participants(executor: Executor, event_id: uuid.UUID) -> list[asyncpg.Record]:
     return await executor.fetch(
         "SELECT * FROM participants WHERE event_id = $1 ORDER BY created_at, id", event_id
+    )
+
+
+async def get_participant(executor: Executor, participant_id: uuid.UUID) -> asyncpg.Record | None:
+    return await executor.fetchrow("SELECT id, event_id, email, name FROM participants WHERE id = $1", participant_id)
+
+
+async def participant_count(executor: Executor, event_id: uuid.UUID) -> int:
+    count: int = await executor.fetchval("SELECT count(*) FROM participants WHERE event_id = $1", event_id)
+    return count
+
+
+async def participants_page(
+    executor: Executor, event_id: uuid.UUID, after_email: str | None, limit: int
+) -> list[asyncpg.Record]:
+    """One page of an event's participants in email order (keyset on the (event_id, email) unique index)."""
+    return await executor.fetch(
+        """SELECT id, email, name FROM participants
+            WHERE event_id = $1 AND ($2::text IS NULL OR email > $2)
+            ORDER BY email
+            LIMIT $3""",
+        event_id, after_email, limit,
     )
