@@ -106,12 +106,12 @@ async def enqueue(settings: Settings, options: argparse.Namespace) -> None:
 
 
 async def status(settings: Settings, options: argparse.Namespace) -> None:
-    from shared.db import job_search, servers
+    from shared.db import job_admin, servers
     from shared.lifecycle import dead_after
     from shared.rabbitmq_management import Management, ManagementUnavailable
 
     async with runtime(settings) as opened:
-        counts = {state.value: n for state, n in (await job_search.counts_by_state(opened.pool)).items()}
+        counts = {state.value: n for state, n in (await job_admin.counts_by_state(opened.pool)).items()}
         rows = await servers.list_servers(opened.pool, dead_after(settings))
     try:
         queues: list[dict[str, Any]] | None = [
@@ -136,7 +136,7 @@ async def status(settings: Settings, options: argparse.Namespace) -> None:
 
 async def bulk(settings: Settings, options: argparse.Namespace) -> None:
     from shared import job_actions
-    from shared.db.job_search import JobFilter
+    from shared.db.job_admin import JobFilter
     from shared.jobs import JobState
 
     try:

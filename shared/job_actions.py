@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from shared import parking_lot
-from shared.db import job_search
-from shared.db import jobs as job_queries
+from shared.db import job_admin
 from shared.jobs import CANCELLABLE, DELETABLE, REQUEUEABLE, JobState
 from shared.runtime import Runtime
 
@@ -55,7 +54,7 @@ class StateConflict(ActionRefused, ValueError):
 async def _conflict_or_missing(
     runtime: Runtime, job_id: uuid.UUID, action: str, allowed: Sequence[str]
 ) -> ActionRefused:
-    state = await job_queries.job_state(runtime.pool, job_id)
+    state = await job_admin.job_state(runtime.pool, job_id)
     if state is None:
         return JobNotFound(job_id)
     return StateConflict(job_id, state, action, allowed)
@@ -63,7 +62,7 @@ async def _conflict_or_missing(
 
 async def requeue_job(runtime: Runtime, job_id: uuid.UUID, reason: str = "requeued by operator") -> asyncpg.Record:
     """Requeue one job with a fresh attempt budget and publish it; 404 unknown, 409 not requeueable."""
-    row = await job_queries.requeue(runtime.pool, job_id, reason)
+    row = await job_admin.requeue(runtime.pool, job_id, reason)
     if row is None:
         raise await _conflict_or_missing(runtime, job_id, "requeue", sorted(REQUEUEABLE))
     await forget_parked(runtime, [job_id])  # before publishing: a new copy of a quick failure must stay
@@ -73,7 +72,7 @@ async def requeue_job(runtime: Runtime, job_id: uuid.UUID, reason: str = "requeu
 
 async def delete_job(runtime: Runtime, job_id: uuid.UUID, reason: str = "deleted by operator") -> None:
     """Delete one job (it stays in the history as `deleted`); 404 unknown, 409 when it is processing."""
-    if not await job_queries.delete(runtime.pool, [job_id], reason):
+    if not await job_admin.delete(runtime.pool, [job_id], reason):
         raise await _conflict_or_missing(runtime, job_id, "delete", sorted(DELETABLE))
     await forget_parked(runtime, [job_id])
 
@@ -94,13 +93,13 @@ async def forget_parked(runtime: Runtime, job_ids: Sequence[uuid.UUID]) -> None:
 
 async def cancel_job(runtime: Runtime, job_id: uuid.UUID, cancelled_by: str, reason: str = "cancelled") -> None:
     """Cancel one job (a running one stops at its worker's next lease renewal); 404 unknown, 409 when final."""
-    if not await job_queries.cancel(runtime.pool, [job_id], cancelled_by, f"{reason} by {cancelled_by}"):
+    if not await job_admin.cancel(runtime.pool, [job_id], cancelled_by, f"{reason} by {cancelled_by}"):
         raise await _conflict_or_missing(runtime, job_id, "cancel", sorted(CANCELLABLE))
 
 
 async def enqueue_now(runtime: Runtime, job_id: uuid.UUID, reason: str = "enqueued now by operator") -> asyncpg.Record:
     """Run a `scheduled` job now instead of at its run_at; 404 unknown, 409 when not scheduled."""
-    row = await job_search.enqueue_scheduled_now(runtime.pool, job_id, reason)
+    row = await job_admin.enqueue_scheduled_now(runtime.pool, job_id, reason)
     if row is None:
         raise await _conflict_or_missing(runtime, job_id, "enqueue now", [JobState.SCHEDULED.value])
     await runtime.client.publish([row])
@@ -124,7 +123,7 @@ async def requeue_jobs(
 ) -> BulkResult:
     """Requeue many jobs by id; those in a state that forbids it are counted as skipped."""
     async def requeue(ids: list[uuid.UUID]) -> list[asyncpg.Record]:
-        rows = await job_search.requeue_jobs(runtime.pool, ids, reason)
+        rows = await job_admin.requeue_jobs(runtime.pool, ids, reason)
         await forget_parked(runtime, [row["id"] for row in rows])  # before publishing, as in requeue_job
         await runtime.client.publish(list(rows))
         return rows
@@ -137,7 +136,7 @@ async def enqueue_now_jobs(
 ) -> BulkResult:
     """Run many scheduled jobs now; those no longer scheduled are counted as skipped."""
     async def enqueue(ids: list[uuid.UUID]) -> list[asyncpg.Record]:
-        rows = await job_search.enqueue_scheduled_now_many(runtime.pool, ids, reason)
+        rows = await job_admin.enqueue_scheduled_now_many(runtime.pool, ids, reason)
         await runtime.client.publish(list(rows))
         return rows
 
@@ -145,18 +144,18 @@ async def enqueue_now_jobs(
 
 
 async def enqueue_now_matching(
-    runtime: Runtime, job_filter: job_search.JobFilter, limit: int = BULK_LIMIT,
+    runtime: Runtime, job_filter: job_admin.JobFilter, limit: int = BULK_LIMIT,
     reason: str = "enqueued now by operator",
 ) -> BulkResult:
     """Run up to `limit` scheduled jobs matching the filter now."""
-    return await enqueue_now_jobs(runtime, await job_search.matching_ids(runtime.pool, job_filter, limit), reason)
+    return await enqueue_now_jobs(runtime, await job_admin.matching_ids(runtime.pool, job_filter, limit), reason)
 
 
 async def delete_jobs(
     runtime: Runtime, job_ids: Sequence[uuid.UUID], reason: str = "deleted by operator"
 ) -> BulkResult:
     """Delete many jobs by id; those in a state that forbids it are counted as skipped."""
-    result = await _in_chunks(job_ids, lambda ids: job_queries.delete(runtime.pool, ids, reason))
+    result = await _in_chunks(job_ids, lambda ids: job_admin.delete(runtime.pool, ids, reason))
     await forget_parked(runtime, result.changed)
     return result
 
@@ -166,27 +165,27 @@ async def cancel_jobs(
 ) -> BulkResult:
     """Cancel many jobs by id; those already final are counted as skipped."""
     return await _in_chunks(
-        job_ids, lambda ids: job_queries.cancel(runtime.pool, ids, cancelled_by, f"{reason} by {cancelled_by}"))
+        job_ids, lambda ids: job_admin.cancel(runtime.pool, ids, cancelled_by, f"{reason} by {cancelled_by}"))
 
 
 async def requeue_matching(
-    runtime: Runtime, job_filter: job_search.JobFilter, limit: int = BULK_LIMIT, reason: str = "requeued by operator"
+    runtime: Runtime, job_filter: job_admin.JobFilter, limit: int = BULK_LIMIT, reason: str = "requeued by operator"
 ) -> BulkResult:
     """Requeue up to `limit` jobs matching the filter (the dashboard's "requeue all failed")."""
-    return await requeue_jobs(runtime, await job_search.matching_ids(runtime.pool, job_filter, limit), reason)
+    return await requeue_jobs(runtime, await job_admin.matching_ids(runtime.pool, job_filter, limit), reason)
 
 
 async def delete_matching(
-    runtime: Runtime, job_filter: job_search.JobFilter, limit: int = BULK_LIMIT, reason: str = "deleted by operator"
+    runtime: Runtime, job_filter: job_admin.JobFilter, limit: int = BULK_LIMIT, reason: str = "deleted by operator"
 ) -> BulkResult:
     """Delete up to `limit` jobs matching the filter (the dashboard's "delete all failed")."""
-    return await delete_jobs(runtime, await job_search.matching_ids(runtime.pool, job_filter, limit), reason)
+    return await delete_jobs(runtime, await job_admin.matching_ids(runtime.pool, job_filter, limit), reason)
 
 
 async def cancel_matching(
-    runtime: Runtime, job_filter: job_search.JobFilter, cancelled_by: str, limit: int = BULK_LIMIT,
+    runtime: Runtime, job_filter: job_admin.JobFilter, cancelled_by: str, limit: int = BULK_LIMIT,
     reason: str = "cancelled",
 ) -> BulkResult:
     """Cancel up to `limit` jobs matching the filter (the dashboard's "cancel all enqueued")."""
-    ids = await job_search.matching_ids(runtime.pool, job_filter, limit)
+    ids = await job_admin.matching_ids(runtime.pool, job_filter, limit)
     return await cancel_jobs(runtime, ids, cancelled_by, reason)

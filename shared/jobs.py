@@ -59,7 +59,7 @@ REQUEUEABLE = frozenset({JobState.FAILED, JobState.SUCCEEDED, JobState.DELETED, 
                          JobState.RETRYING, JobState.CANCELLED, JobState.SKIPPED})
 DELETABLE = frozenset({JobState.SCHEDULED, JobState.ENQUEUED, JobState.RETRYING, JobState.FAILED,
                        JobState.SUCCEEDED, JobState.CANCELLED, JobState.AWAITING, JobState.SKIPPED})
-# Cancel is the one action that reaches a running job: it ends the holder's lease (see shared/db/jobs.cancel).
+# Cancel is the one action that reaches a running job: it ends the holder's lease (see shared/db/job_admin.cancel).
 CANCELLABLE = frozenset(state for state, targets in TRANSITIONS.items() if JobState.CANCELLED in targets)
 
 

@@ -1,4 +1,11 @@
-"""Named queries on the job tables. Every state change goes through a guard built from shared.jobs."""
+"""Named queries on the path of a job: insert, look up, claim, lease, record outcomes, and the scheduler's
+sweeps (due, unpublished, stale, lease-expired, overdue); with the job's own rows in job_states (history),
+job_logs and batches, and the consumer's dropped-delivery counts.
+
+Every state change goes through a guard built from shared.jobs. Many jobs inserted in one statement:
+shared.db.bulk_jobs. What an operator does (search, count, chart, requeue, enqueue now, delete, cancel):
+shared.db.job_admin.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +19,12 @@ from typing import Any
 import asyncpg
 
 from shared.db.pool import Executor
-from shared.jobs import CANCELLABLE, DELETABLE, FINAL_STATES, REQUEUEABLE, JobState, sources_of
+from shared.jobs import FINAL_STATES, JobState, sources_of
 
 # Statements that change many rows lock them in id order first, so two of them running at once
 # (a worker's claims, a client's publish marks, an operator's bulk delete) cannot deadlock.
 LOCK_IN_ORDER = "SELECT id FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
 
-# Operator requeue, of one job or many: back to `enqueued` with a fresh attempt budget.
-REQUEUE = f"""UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL, cancelled_by = NULL,
-                              published_at = NULL, run_at = least(run_at, now()), finished_at = NULL,
-                              updated_at = now()
-               WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($3::text[])
-           RETURNING *"""
-REQUEUEABLE_STATES = sorted(state.value for state in REQUEUEABLE)
 
 
 CLAIMED_COLUMNS = "id, kind, args, queue, service, priority, attempt, max_attempts, run_at, parent_id"
@@ -185,11 +185,6 @@ async def dropped_deliveries(executor: Executor) -> list[asyncpg.Record]:
     return await executor.fetch("SELECT service, reason, count FROM dropped_deliveries ORDER BY service, reason")
 
 
-async def job_state(executor: Executor, job_id: uuid.UUID) -> str | None:
-    state: str | None = await executor.fetchval("SELECT state FROM jobs WHERE id = $1", job_id)
-    return state
-
-
 # An outcome counts only from the worker holding the job's live lease for that very attempt: a worker that
 # was frozen, cut off or taken over writes nothing, whatever its handler returned.
 _HOLDS_LEASE = "jobs.state = 'processing' AND jobs.worker = {worker} AND jobs.attempt = {attempt} " \
@@ -267,40 +262,6 @@ async def release(
               AND jobs.state = 'processing' AND jobs.worker = $3 AND jobs.attempt = h.attempt
         RETURNING {CLAIMED_RETURNING}""",
         [job_id for job_id, _ in jobs], [attempt for _, attempt in jobs], worker, reason,
-    )
-
-
-async def requeue(executor: Executor, job_id: uuid.UUID, reason: str) -> asyncpg.Record | None:
-    """Operator requeue (see REQUEUE); None if not requeueable."""
-    return await executor.fetchrow(REQUEUE, [job_id], reason, REQUEUEABLE_STATES)
-
-
-async def delete(executor: Executor, job_ids: Sequence[uuid.UUID], reason: str) -> list[asyncpg.Record]:
-    return await executor.fetch(
-        f"""UPDATE jobs SET state = 'deleted', state_reason = $2, finished_at = now(), updated_at = now()
-            WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($3::text[])
-        RETURNING id""",
-        list(job_ids), reason, sorted(state.value for state in DELETABLE),
-    )
-
-
-CANCELLABLE_STATES = sorted(state.value for state in CANCELLABLE)
-
-
-async def cancel(
-    executor: Executor, job_ids: Sequence[uuid.UUID], cancelled_by: str, reason: str
-) -> list[asyncpg.Record]:
-    """Move jobs to `cancelled`; the ids of the rows moved.
-
-    A running job's lease ends here with its state: the holder's next renewal misses it and cancels the
-    handler, and any outcome it still writes is refused (outcomes need `processing` and the lease).
-    """
-    return await executor.fetch(
-        f"""UPDATE jobs SET state = 'cancelled', state_reason = $3, cancelled_by = $2, finished_at = now(),
-                           updated_at = now(), lease_expires_at = NULL
-            WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($4::text[])
-        RETURNING id""",
-        list(job_ids), cancelled_by, reason, CANCELLABLE_STATES,
     )
 
 

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Dialog, Page, expect
 
-from shared.db import jobs as job_queries
+from shared.db import job_admin
 from shared.jobs import QueueClass
 from shared.kinds import Args
 from shared.messaging.consumer import JobContext
@@ -79,7 +79,7 @@ async def a_week_of_history(pool: asyncpg.Pool) -> None:
 
 
 async def state_of(runtime: Runtime, job_id: uuid.UUID) -> str | None:
-    return await job_queries.job_state(runtime.pool, job_id)
+    return await job_admin.job_state(runtime.pool, job_id)
 
 
 async def test_an_operator_finds_a_failed_job_fixes_it_and_steers_recurring_jobs(
@@ -274,13 +274,13 @@ async def test_deleting_asks_first_and_a_declined_question_deletes_nothing(
     await page.get_by_role("button", name="Delete").click()
     await expect(page.locator("body")).to_contain_text("scheduled")
     assert questions == ["Delete this job?"]
-    assert await job_queries.job_state(runtime.pool, job.id) == "scheduled"
+    assert await job_admin.job_state(runtime.pool, job.id) == "scheduled"
 
     answer["accept"] = True
     await page.get_by_role("button", name="Delete").click()
     await expect(page.locator(".notice")).to_contain_text("Job deleted.")
     assert questions == ["Delete this job?", "Delete this job?"]
-    assert await job_queries.job_state(runtime.pool, job.id) == "deleted"
+    assert await job_admin.job_state(runtime.pool, job.id) == "deleted"
 
 
 class TwoGates(Args):

@@ -16,6 +16,7 @@ from services.api.app import create_app
 from services.api.security.access import ENQUEUE_PATHS
 from services.api.security.auth import is_loopback
 from services.api.security.sessions import SESSION_COOKIE
+from shared.db import job_admin
 from shared.db import jobs as job_queries
 from shared.jobs import JobState
 from shared.runtime import Runtime
@@ -82,7 +83,7 @@ async def test_no_credentials_from_a_non_loopback_address_is_401(env: TestEnviro
         # The same server answers a loopback client: the peer address is what decided.
         status, _ = await status_of(client, "GET", f"http://127.0.0.1:{port}/jobs")
         assert status == 200
-    assert await job_queries.job_state(runtime.pool, job_id) == "failed"
+    assert await job_admin.job_state(runtime.pool, job_id) == "failed"
 
 
 async def test_with_api_token_a_login_form_sets_a_signed_http_only_session(
@@ -167,11 +168,11 @@ async def test_posts_without_csrf_token_or_from_a_foreign_origin_are_refused(
             assert status == 403
             status, _ = await status_of(browser, "GET", url)
             assert status == 405  # GET never changes state
-            assert await job_queries.job_state(runtime.pool, job_id) == "failed"
+            assert await job_admin.job_state(runtime.pool, job_id) == "failed"
 
             status, _ = await status_of(browser, "POST", url, data={"csrf_token": token})
             assert status == 303
-            assert await job_queries.job_state(runtime.pool, job_id) == "enqueued"
+            assert await job_admin.job_state(runtime.pool, job_id) == "enqueued"
 
 
 @pytest.fixture(params=["dashboard_read_only", "read_only_token"])
@@ -222,7 +223,7 @@ async def test_the_read_only_role_sees_everything_and_gets_403_on_every_action(
                                                    json={"ids": [str(job_id)], "enabled": False})
                 assert status == 403, f"{method} {path}: {status} {body[:200]}"
                 assert "read-only" in body
-    assert await job_queries.job_state(runtime.pool, job_id) == "failed"
+    assert await job_admin.job_state(runtime.pool, job_id) == "failed"
     recurring = await runtime.pool.fetchrow(
         "SELECT cron, enabled FROM recurring_jobs WHERE id = 'generate-daily-report'")
     assert (recurring["cron"], recurring["enabled"]) == ("0 6 * * *", True)

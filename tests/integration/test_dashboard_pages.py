@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from shared.db import job_admin
 from shared.db import jobs as job_queries
 from shared.jobs import JobState
 from shared.runtime import Runtime
@@ -88,8 +89,8 @@ async def test_the_job_page_shows_timeline_tracebacks_logs_and_children(
         assert failing is not None and logged is not None
 
         async def states() -> bool:
-            return (await job_queries.job_state(runtime.pool, failing.id) == "failed"
-                    and await job_queries.job_state(runtime.pool, logged.id) == "succeeded"
+            return (await job_admin.job_state(runtime.pool, failing.id) == "failed"
+                    and await job_admin.job_state(runtime.pool, logged.id) == "succeeded"
                     and bool(await job_queries.job_logs(runtime.pool, logged.id)))  # logs are flushed in batches
 
         await eventually(states, what="one job failed, one succeeded and logged")
@@ -141,14 +142,14 @@ async def test_bulk_requeue_of_matching_failed_jobs(
     assert response.status == 303
     assert "done=bulk" in response.headers["Location"] and "n=3" in response.headers["Location"]
     for job_id in ids:
-        assert await job_queries.job_state(runtime.pool, job_id) == "enqueued"
-    assert await job_queries.job_state(runtime.pool, other) == "failed"
+        assert await job_admin.job_state(runtime.pool, job_id) == "enqueued"
+    assert await job_admin.job_state(runtime.pool, other) == "failed"
 
     response = await post_form(browser, f"{base_url}/jobs/bulk",
                                {"do": "delete-selected", "state": "failed", "id": str(other)},
                                f"{base_url}/jobs/list?state=failed")
     assert response.status == 303
-    assert await job_queries.job_state(runtime.pool, other) == "deleted"
+    assert await job_admin.job_state(runtime.pool, other) == "deleted"
 
 
 async def test_a_scheduled_job_is_enqueued_now_from_its_page(
@@ -160,7 +161,7 @@ async def test_a_scheduled_job_is_enqueued_now_from_its_page(
     assert "Enqueue now" in html
     response = await post_form(browser, f"{base_url}/jobs/job/{job.id}/enqueue", {}, f"{base_url}/jobs/job/{job.id}")
     assert response.status == 303
-    assert await job_queries.job_state(runtime.pool, job.id) == "enqueued"
+    assert await job_admin.job_state(runtime.pool, job.id) == "enqueued"
     assert "Scheduled job enqueued now." in await page(browser, base_url + response.headers["Location"])
 
 
@@ -186,11 +187,11 @@ async def test_the_scheduled_list_shows_run_times_soonest_first_and_enqueues_in_
                                {"do": "enqueue-selected", "state": "scheduled", "id": [str(soon.id), str(later.id)]},
                                url)
     assert response.status == 303 and "n=2" in response.headers["Location"]
-    states = {job.id: await job_queries.job_state(runtime.pool, job.id) for job in (later, soon, soonest)}
+    states = {job.id: await job_admin.job_state(runtime.pool, job.id) for job in (later, soon, soonest)}
     assert states == {later.id: "enqueued", soon.id: "enqueued", soonest.id: "scheduled"}
     response = await post_form(browser, f"{base_url}/jobs/bulk", {"do": "enqueue-matching", "state": "scheduled"}, url)
     assert response.status == 303 and "n=1" in response.headers["Location"]
-    assert await job_queries.job_state(runtime.pool, soonest.id) == "enqueued"
+    assert await job_admin.job_state(runtime.pool, soonest.id) == "enqueued"
 
 
 async def test_recurring_edit_shows_validation_errors_and_saves_good_values(
@@ -235,7 +236,7 @@ async def test_overview_realtime_queues_and_servers(
     assert job is not None
 
     async def succeeded() -> bool:
-        return await job_queries.job_state(runtime.pool, job.id) == "succeeded"
+        return await job_admin.job_state(runtime.pool, job.id) == "succeeded"
 
     await eventually(succeeded, what="the job to succeed")
     await runtime.pool.execute(
@@ -280,7 +281,7 @@ async def test_an_action_the_state_forbids_and_an_unknown_job_are_explained_on_a
     job_id = await insert_job(runtime, "test.noop", {}, state=JobState.PROCESSING)
     response = await post_form(browser, f"{base_url}/jobs/job/{job_id}/requeue", {}, f"{base_url}/jobs/job/{job_id}")
     assert response.status == 409
-    assert await job_queries.job_state(runtime.pool, job_id) == "processing"
+    assert await job_admin.job_state(runtime.pool, job_id) == "processing"
     html = await page(browser, f"{base_url}/jobs/job/{uuid.uuid4()}", status=404)
     assert "Not found" in html and "text/html" in (await browser.get(f"{base_url}/jobs/job/nope")).content_type
 
@@ -318,7 +319,7 @@ async def test_the_job_page_counts_attempts_across_requeues_and_shows_logs_in_ti
     assert job is not None
 
     async def failed() -> bool:
-        return await job_queries.job_state(runtime.pool, job.id) == "failed"
+        return await job_admin.job_state(runtime.pool, job.id) == "failed"
 
     await eventually(failed, what="the first run to fail")
     html = await page(browser, f"{base_url}/jobs/job/{job.id}")

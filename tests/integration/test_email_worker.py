@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from services.email_worker.handlers import build_handlers
+from shared.db import job_admin
 from shared.db import jobs as job_queries
 from shared.jobs import JobState
 from shared.kinds import EMAIL_SERVICE, platform_registry
@@ -158,7 +159,7 @@ async def test_reminder_fans_out_once_per_participant_and_a_rerun_sends_nothing_
 
     # Even a sent message's own job run again by hand finds its audit row `sent` and does not resend.
     sent_job = next(row["id"] for row in sends if row["state"] == "succeeded")
-    requeued = await job_queries.requeue(platform.pool, sent_job, "test: run it again")
+    requeued = await job_admin.requeue(platform.pool, sent_job, "test: run it again")
     assert requeued is not None
     await platform.client.publish([requeued])
     assert (await finished(platform.pool, sent_job))["result"]["status"] == "already sent"

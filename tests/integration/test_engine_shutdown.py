@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from shared.db import job_admin
 from shared.db import jobs as job_queries
 from shared.messaging.topology import work_queue
 from shared.runtime import Runtime
@@ -23,7 +24,7 @@ async def test_a_job_within_the_shutdown_timeout_finishes(
     assert job is not None
 
     async def running() -> bool:
-        return await job_queries.job_state(runtime.pool, job.id) == "processing"
+        return await job_admin.job_state(runtime.pool, job.id) == "processing"
 
     await eventually(running, what="the job to start")
     stop.set()  # what SIGTERM does
@@ -35,7 +36,7 @@ async def test_a_job_within_the_shutdown_timeout_finishes(
     gate(name).set()
 
     async def succeeded() -> bool:
-        return await job_queries.job_state(runtime.pool, job.id) == "succeeded"
+        return await job_admin.job_state(runtime.pool, job.id) == "succeeded"
 
     await eventually(succeeded, what="the in-flight job to finish during shutdown")
     assert [row["state"] for row in await job_queries.job_history(runtime.pool, job.id)] == [
@@ -52,7 +53,7 @@ async def test_a_job_longer_than_the_timeout_is_put_back_and_runs_on_the_next_wo
     assert job is not None
 
     async def state_is(state: str) -> bool:
-        return await job_queries.job_state(runtime.pool, job.id) == state
+        return await job_admin.job_state(runtime.pool, job.id) == state
 
     await eventually(lambda: state_is("processing"), what="the job to start")
     stop.set()
@@ -97,7 +98,7 @@ async def test_deliveries_prefetched_beyond_the_concurrency_do_not_start_during_
         return await runtime.pool.fetchval("SELECT count(*) FROM servers") == 0
 
     await eventually(worker_gone, what="the worker to finish its shutdown")
-    assert await job_queries.job_state(runtime.pool, busy.id) == "succeeded"
+    assert await job_admin.job_state(runtime.pool, busy.id) == "succeeded"
     for job_id in waiting_ids:
         assert [row["state"] for row in await job_queries.job_history(runtime.pool, job_id)] == ["enqueued"]
 
@@ -108,7 +109,7 @@ async def test_deliveries_prefetched_beyond_the_concurrency_do_not_start_during_
 
 
 async def _state_is(runtime: Runtime, job_id: uuid.UUID, state: str) -> bool:
-    return await job_queries.job_state(runtime.pool, job_id) == state
+    return await job_admin.job_state(runtime.pool, job_id) == state
 
 
 async def _consumers_gone(env: TestEnvironment) -> bool:

@@ -8,7 +8,7 @@ import uuid
 import aio_pika
 import pytest
 
-from shared.db import jobs as job_queries
+from shared.db import job_admin
 from shared.messaging.topology import JOBS_EXCHANGE
 from shared.runtime import Runtime
 from tests.conftest import StartWorker
@@ -53,7 +53,7 @@ async def test_garbage_and_unknown_kinds_are_parked_and_the_worker_serves_the_ne
     assert job is not None
 
     async def succeeded() -> bool:
-        return await job_queries.job_state(runtime.pool, job.id) == "succeeded"
+        return await job_admin.job_state(runtime.pool, job.id) == "succeeded"
 
     await eventually(succeeded, what="the next job to succeed after the poison")
     assert len(await dead_letters(env.amqp_url)) == 2  # parked once each, not redelivered in a loop

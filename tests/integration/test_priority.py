@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from shared.db import jobs as job_queries
+from shared.db import job_admin
 from shared.runtime import Runtime
 from tests.conftest import StartWorker
 from tests.support.kinds import gate
@@ -20,7 +20,7 @@ async def test_critical_jobs_run_before_the_remaining_low_ones(runtime: Runtime,
     assert busy is not None
 
     async def busy_running() -> bool:
-        return await job_queries.job_state(runtime.pool, busy.id) == "processing"
+        return await job_admin.job_state(runtime.pool, busy.id) == "processing"
 
     await eventually(busy_running, what="the worker to be busy")
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from services.api.security.redaction import REDACTED, SECRET_NAME_PATTERN, SECRET_PAIR_PATTERN, redact_text
-from shared.db.job_search import JobFilter, search_sql
+from shared.db.job_admin import JobFilter, search_sql
 from shared.jobs import QueueClass
 from shared.kinds import Args
 from shared.messaging.consumer import JobContext

@@ -8,6 +8,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
+from shared.db import job_admin
 from shared.db import jobs as job_queries
 from shared.runtime import Runtime
 from tests.conftest import StartWorker
@@ -25,7 +26,7 @@ async def history(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[asyncpg.Record]
 
 async def wait_for_state(runtime: Runtime, job_id: uuid.UUID, state: str, timeout: float = 60) -> None:
     async def reached() -> bool:
-        return await job_queries.job_state(runtime.pool, job_id) == state
+        return await job_admin.job_state(runtime.pool, job_id) == state
 
     await eventually(reached, timeout=timeout, what=f"job {job_id} to be {state}")
 
@@ -74,7 +75,7 @@ async def test_exhausted_job_is_parked_and_an_operator_requeue_revives_it(
     assert f"switch {switch} is broken" in letters[0].reason
 
     BROKEN.discard(switch)
-    requeued = await job_queries.requeue(runtime.pool, job.id, "requeued by operator")
+    requeued = await job_admin.requeue(runtime.pool, job.id, "requeued by operator")
     assert requeued is not None
     assert await runtime.client.publish([requeued]) == 1
 

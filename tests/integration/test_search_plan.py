@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.db import job_search
+from shared.db import job_admin
 from shared.db.pool import open_pool
 from shared.jobs import JobState
 from tests.support.environment import TestEnvironment
@@ -78,45 +78,45 @@ def describe(plan: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
 async def test_search_counts_and_state_pages_use_indexes(big_pool: asyncpg.Pool) -> None:
     # Search by recipient, by event id, by error text (with a state): trigram index, never a table scan.
     for job_filter in (
-        job_search.JobFilter(q="user123457@example"),
-        job_search.JobFilter(q=f"{await big_pool.fetchval('SELECT md5($1)::uuid::text', '4321')}"),
-        job_search.JobFilter(state=JobState.FAILED, q="550 mailbox 12391 "),
+        job_admin.JobFilter(q="user123457@example"),
+        job_admin.JobFilter(q=f"{await big_pool.fetchval('SELECT md5($1)::uuid::text', '4321')}"),
+        job_admin.JobFilter(state=JobState.FAILED, q="550 mailbox 12391 "),
     ):
-        sql, params = job_search.search_sql(job_filter, None, 51)
+        sql, params = job_admin.search_sql(job_filter, None, 51)
         plan = await explain(big_pool, sql, *params)
         assert uses(plan, "Bitmap Index Scan", "jobs_search_trgm_idx"), (job_filter, describe(plan))
         assert not any(node["Node Type"] == "Seq Scan" for node in plan), describe(plan)
 
     # And the rows it finds are the right ones.
-    page = await job_search.search_jobs(big_pool, job_search.JobFilter(q="USER123457@example.org"))
+    page = await job_admin.search_jobs(big_pool, job_admin.JobFilter(q="USER123457@example.org"))
     assert [row["args"]["to"] for row in page.rows] == ["user123457@example.org"]
-    page = await job_search.search_jobs(big_pool, job_search.JobFilter(state=JobState.FAILED, q="mailbox 12391 "))
+    page = await job_admin.search_jobs(big_pool, job_admin.JobFilter(state=JobState.FAILED, q="mailbox 12391 "))
     assert [row["last_error"] for row in page.rows] == ["SMTPRecipientsRefused: 550 mailbox 12391 unavailable"]
     event = await big_pool.fetchval("SELECT md5($1)::uuid::text", "4328")
-    page = await job_search.search_jobs(big_pool, job_search.JobFilter(kind="event.reminder", q=event), limit=500)
+    page = await job_admin.search_jobs(big_pool, job_admin.JobFilter(kind="event.reminder", q=event), limit=500)
     assert len(page.rows) == ROWS // 5000  # event 4328's rows are all reminders, one every 5,000 rows
 
     # Counts by state: one index-only walk per state, no table scan.
-    plan = await explain(big_pool, job_search.counts_sql(), [state.value for state in JobState])
+    plan = await explain(big_pool, job_admin.counts_sql(), [state.value for state in JobState])
     assert uses(plan, "Index Only Scan", "jobs_state_idx"), describe(plan)
     assert not any(node["Node Type"] == "Seq Scan" for node in plan), describe(plan)
-    counts = await job_search.counts_by_state(big_pool)
+    counts = await job_admin.counts_by_state(big_pool)
     assert counts[JobState.SUCCEEDED] == ROWS * 90 // 100 and counts[JobState.FAILED] == ROWS * 5 // 100
 
     # A state's list, first page and a later one, and the unfiltered list: read in index order, no sort.
-    first = await job_search.search_jobs(big_pool, job_search.JobFilter(state=JobState.FAILED), limit=50)
+    first = await job_admin.search_jobs(big_pool, job_admin.JobFilter(state=JobState.FAILED), limit=50)
     assert first.next_cursor is not None
     for job_filter, cursor, index in (
-        (job_search.JobFilter(state=JobState.FAILED), None, "jobs_state_updated_idx"),
-        (job_search.JobFilter(state=JobState.FAILED), job_search.Cursor.decode(first.next_cursor),
+        (job_admin.JobFilter(state=JobState.FAILED), None, "jobs_state_updated_idx"),
+        (job_admin.JobFilter(state=JobState.FAILED), job_admin.Cursor.decode(first.next_cursor),
          "jobs_state_updated_idx"),
-        (job_search.JobFilter(), None, "jobs_updated_idx"),
+        (job_admin.JobFilter(), None, "jobs_updated_idx"),
     ):
-        sql, params = job_search.search_sql(job_filter, cursor, 51)
+        sql, params = job_admin.search_sql(job_filter, cursor, 51)
         plan = await explain(big_pool, sql, *params)
         assert uses(plan, "Index Scan", index) or uses(plan, "Index Only Scan", index), describe(plan)
         assert not any(node["Node Type"] in {"Seq Scan", "Sort"} for node in plan), describe(plan)
-    second = await job_search.search_jobs(big_pool, job_search.JobFilter(state=JobState.FAILED), limit=50,
+    second = await job_admin.search_jobs(big_pool, job_admin.JobFilter(state=JobState.FAILED), limit=50,
                                           cursor=first.next_cursor)
     assert {row["id"] for row in first.rows}.isdisjoint(row["id"] for row in second.rows)
     assert first.rows[-1]["updated_at"] > second.rows[0]["updated_at"]

@@ -22,7 +22,7 @@ from services.api.http.parsing import path_uuid
 from services.api.security import auth, sessions
 from services.api.security.redaction import JobRedactor, redact_job
 from services.api.security.roles import tokens_configured
-from shared.db import job_search
+from shared.db import job_admin as job_search
 from shared.db import jobs as job_queries
 from shared.db import servers as server_queries
 from shared.jobs import CANCELLABLE, DELETABLE, FINAL_STATES, REQUEUEABLE, JobState, QueueClass

@@ -33,7 +33,7 @@ from services.api.routes.transactions import write_transaction
 from services.api.routes.users import Name
 from shared.client import JobClient
 from shared.db import events as event_queries
-from shared.db import jobs as job_queries
+from shared.db import job_admin as job_queries
 from shared.registry import Registry
 from shared.runtime import Runtime
 

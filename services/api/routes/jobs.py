@@ -32,7 +32,7 @@ from services.api.security.redaction import JobRedactor, redact_job
 from services.api.security.roles import actor, sees_secrets
 from shared import job_actions
 from shared.client import IdempotencyConflict, JobSpec, UnknownParentJob
-from shared.db import job_search
+from shared.db import job_admin as job_search
 from shared.db import jobs as job_queries
 from shared.registry import InvalidJobArguments, UnknownJobKind
 from shared.runtime import Runtime

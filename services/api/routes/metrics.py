@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 from services.api.http.app_keys import RUNTIME
 from services.api.http.errors import Handler
 from services.api.openapi.route_table import ApiRoutes
-from shared.db import job_search
+from shared.db import job_admin as job_search
 from shared.db import jobs as job_queries
 from shared.rabbitmq_management import Management, ManagementUnavailable, QueueInfo
 

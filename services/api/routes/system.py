@@ -21,7 +21,8 @@ from services.api.openapi.schemas import (
 from services.api.operations.parking import purge_parked
 from services.api.security.redaction import redact_payload, redact_text
 from services.api.security.roles import sees_secrets
-from shared.db import job_search, servers
+from shared.db import job_admin as job_search
+from shared.db import servers
 from shared.lifecycle import dead_after
 from shared.rabbitmq_management import Management, ManagementUnavailable
 from shared.runtime import Runtime

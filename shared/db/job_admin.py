@@ -1,7 +1,11 @@
-"""Operator queries: find jobs (filter, search, keyset pages), count them, chart them, their children and emails.
+"""The operator's side of the jobs table (the API, the dashboard, the CLI): find jobs (filter, search, keyset
+pages), count them, chart them, their children and emails; and act on them: requeue, enqueue now, delete,
+cancel.
 
-Every query here is shaped for an index of 0003_search.sql or 0001_jobs.sql; tests/integration/
-test_search_plan.py holds the plans to that on a large table.
+The path of a job through the system (insert, claim, lease, outcome, sweep) is shared.db.jobs; this module
+only reads jobs, or moves them on an operator's word. Every search here is shaped for an index of
+0003_search.sql or 0001_jobs.sql; tests/integration/test_search_plan.py holds the plans to that on a large
+table.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from typing import Any
 import asyncpg
 
 from shared.db import reports
-from shared.db.jobs import REQUEUE, REQUEUEABLE_STATES
+from shared.db.jobs import LOCK_IN_ORDER
 from shared.db.pool import Executor
-from shared.jobs import JobState
+from shared.jobs import CANCELLABLE, DELETABLE, REQUEUEABLE, JobState
 
 # Columns of a list row: everything but the potentially large traceback and result.
 LIST_COLUMNS = """id, kind, args, queue, service, priority, state, state_reason, attempt, max_attempts, run_at,
@@ -264,9 +268,42 @@ async def job_emails(executor: Executor, job_id: uuid.UUID) -> list[asyncpg.Reco
     return await executor.fetch("SELECT * FROM emails WHERE job_id = $1 ORDER BY created_at, id", job_id)
 
 
+# The operator's actions (API, dashboard, CLI): each moves only the jobs whose state allows it (shared.jobs)
+# and answers with the rows it moved.
+async def job_state(executor: Executor, job_id: uuid.UUID) -> str | None:
+    """The state of one job, None when there is none: what an action that moved nothing answers with."""
+    state: str | None = await executor.fetchval("SELECT state FROM jobs WHERE id = $1", job_id)
+    return state
+
+
+# Operator requeue, of one job or many: back to `enqueued` with a fresh attempt budget.
+REQUEUE = f"""UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL, cancelled_by = NULL,
+                              published_at = NULL, run_at = least(run_at, now()), finished_at = NULL,
+                              updated_at = now()
+               WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($3::text[])
+           RETURNING *"""
+REQUEUEABLE_STATES = sorted(state.value for state in REQUEUEABLE)
+
+
+async def requeue(executor: Executor, job_id: uuid.UUID, reason: str) -> asyncpg.Record | None:
+    """Operator requeue (see REQUEUE); None if not requeueable."""
+    return await executor.fetchrow(REQUEUE, [job_id], reason, REQUEUEABLE_STATES)
+
+
 async def requeue_jobs(executor: Executor, job_ids: Sequence[uuid.UUID], reason: str) -> list[asyncpg.Record]:
-    """Bulk operator requeue, the statement of shared.db.jobs.requeue; the rows moved."""
+    """Bulk operator requeue, the statement of `requeue`; the rows moved."""
     return await executor.fetch(REQUEUE, list(job_ids), reason, REQUEUEABLE_STATES)
+
+
+async def enqueue_scheduled_now(executor: Executor, job_id: uuid.UUID, reason: str) -> asyncpg.Record | None:
+    """A `scheduled` job moved to `enqueued` now, keeping its attempts; None if it is not scheduled."""
+    return await executor.fetchrow(
+        """UPDATE jobs SET state = 'enqueued', state_reason = $2, run_at = now(), published_at = NULL,
+                           updated_at = now()
+            WHERE id = $1 AND state = 'scheduled'
+        RETURNING *""",
+        job_id, reason,
+    )
 
 
 async def enqueue_scheduled_now_many(
@@ -282,12 +319,30 @@ async def enqueue_scheduled_now_many(
     )
 
 
-async def enqueue_scheduled_now(executor: Executor, job_id: uuid.UUID, reason: str) -> asyncpg.Record | None:
-    """A `scheduled` job moved to `enqueued` now, keeping its attempts; None if it is not scheduled."""
-    return await executor.fetchrow(
-        """UPDATE jobs SET state = 'enqueued', state_reason = $2, run_at = now(), published_at = NULL,
-                           updated_at = now()
-            WHERE id = $1 AND state = 'scheduled'
-        RETURNING *""",
-        job_id, reason,
+async def delete(executor: Executor, job_ids: Sequence[uuid.UUID], reason: str) -> list[asyncpg.Record]:
+    return await executor.fetch(
+        f"""UPDATE jobs SET state = 'deleted', state_reason = $2, finished_at = now(), updated_at = now()
+            WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($3::text[])
+        RETURNING id""",
+        list(job_ids), reason, sorted(state.value for state in DELETABLE),
+    )
+
+
+CANCELLABLE_STATES = sorted(state.value for state in CANCELLABLE)
+
+
+async def cancel(
+    executor: Executor, job_ids: Sequence[uuid.UUID], cancelled_by: str, reason: str
+) -> list[asyncpg.Record]:
+    """Move jobs to `cancelled`; the ids of the rows moved.
+
+    A running job's lease ends here with its state: the holder's next renewal misses it and cancels the
+    handler, and any outcome it still writes is refused (outcomes need `processing` and the lease).
+    """
+    return await executor.fetch(
+        f"""UPDATE jobs SET state = 'cancelled', state_reason = $3, cancelled_by = $2, finished_at = now(),
+                           updated_at = now(), lease_expires_at = NULL
+            WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($4::text[])
+        RETURNING id""",
+        list(job_ids), cancelled_by, reason, CANCELLABLE_STATES,
     )
