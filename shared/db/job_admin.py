@@ -10,8 +10,6 @@ table.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +19,8 @@ from typing import Any
 import asyncpg
 
 from shared.db import reports
+from shared.db.cursor import Cursor
+from shared.db.cursor import InvalidCursor as InvalidCursor  # search_jobs raises it: re-exported for its callers
 from shared.db.jobs import LOCK_IN_ORDER
 from shared.db.pool import Executor
 from shared.jobs import CANCELLABLE, DELETABLE, REQUEUEABLE, JobState
@@ -33,34 +33,6 @@ LIST_COLUMNS = """id, kind, args, queue, service, priority, state, state_reason,
     after_batch_id"""
 
 MAX_PAGE = 500
-
-
-class InvalidCursor(ValueError):
-    """A pagination cursor that this module did not produce."""
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where a page ended: the (updated_at, id) of its last row; the next page starts strictly after."""
-
-    updated_at: datetime
-    id: uuid.UUID
-
-    def encode(self) -> str:
-        raw = f"{self.updated_at.isoformat()}|{self.id}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, token: str) -> Cursor:
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-            stamp, _, job_id = raw.partition("|")
-            updated_at = datetime.fromisoformat(stamp)
-            if updated_at.tzinfo is None:
-                raise ValueError("naive timestamp")
-            return cls(updated_at, uuid.UUID(job_id))
-        except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
-            raise InvalidCursor(f"not a cursor from this api: {token!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -140,12 +112,12 @@ def search_sql(
     where = job_filter.where(params)
     if soonest_first:
         if cursor is not None:
-            params.extend([cursor.updated_at, cursor.id])
+            params.extend([cursor.at, cursor.id])
             where += f" AND (run_at, id) > (${len(params) - 1}, ${len(params)})"
         params.append(limit)
         return f"SELECT {LIST_COLUMNS} FROM jobs WHERE {where} ORDER BY run_at, id LIMIT ${len(params)}", params
     if cursor is not None:
-        params.extend([cursor.updated_at, cursor.id])
+        params.extend([cursor.at, cursor.id])
         where += f" AND (updated_at, id) < (${len(params) - 1}, ${len(params)})"
     params.append(limit)
     sql = f"SELECT {LIST_COLUMNS} FROM jobs WHERE {where} ORDER BY updated_at DESC, id DESC LIMIT ${len(params)}"

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from shared.db import job_admin
+from shared.db.cursor import Cursor
 from shared.db.pool import open_pool
 from shared.jobs import JobState
 from tests.support.environment import TestEnvironment
@@ -108,7 +109,7 @@ async def test_search_counts_and_state_pages_use_indexes(big_pool: asyncpg.Pool)
     assert first.next_cursor is not None
     for job_filter, cursor, index in (
         (job_admin.JobFilter(state=JobState.FAILED), None, "jobs_state_updated_idx"),
-        (job_admin.JobFilter(state=JobState.FAILED), job_admin.Cursor.decode(first.next_cursor),
+        (job_admin.JobFilter(state=JobState.FAILED), Cursor.decode(first.next_cursor),
          "jobs_state_updated_idx"),
         (job_admin.JobFilter(), None, "jobs_updated_idx"),
     ):
