@@ -441,7 +441,7 @@ class JobClient:
         return len(published)
 
     async def _publish_row(self, row: asyncpg.Record) -> None:
-        await self.broker.publish_job(row["service"], Envelope(row["id"], row["kind"], row["attempt"]),
+        await self.broker.publish_job(row["service"], Envelope.from_row(row),
                                       row["priority"])
 
     async def _flush_published(self, job_ids: list[uuid.UUID]) -> list[None]:

@@ -181,7 +181,7 @@ class OutboxRelay:
         for row in failed:
             try:
                 await self.runtime.broker.publish_dead(
-                    Envelope(row["id"], row["kind"], row["attempt"]).encode(),
+                    Envelope.from_row(row).encode(),
                     "attempts exhausted: its lease expired during the last attempt",
                     {"job_id": str(row["id"]), "kind": row["kind"], "service": row["service"]},
                 )
@@ -209,7 +209,7 @@ class OutboxRelay:
         for row in rows:
             try:
                 await self.runtime.broker.publish_job(
-                    row["service"], Envelope(row["id"], row["kind"], row["attempt"]), row["priority"]
+                    row["service"], Envelope.from_row(row), row["priority"]
                 )
             except BrokerUnavailable:
                 return published, True

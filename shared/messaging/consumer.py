@@ -444,7 +444,7 @@ class Consumer:
             job_metrics.job_outcome(self.service, row["kind"], "retried")
             try:
                 await self.broker.publish_retry(
-                    row["service"], Envelope(row["id"], row["kind"], row["attempt"]), row["priority"],
+                    row["service"], Envelope.from_row(row), row["priority"],
                     decision.delay_seconds,
                 )
             except BrokerUnavailable:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncpg
 
 
 class PoisonMessage(ValueError):
@@ -16,6 +20,11 @@ class Envelope:
     job_id: uuid.UUID
     kind: str
     attempt: int = 0
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Envelope:
+        """The message for a job row (any query's row with its id, kind and attempt)."""
+        return cls(row["id"], row["kind"], row["attempt"])
 
     def encode(self) -> bytes:
         return json.dumps({"job_id": str(self.job_id), "kind": self.kind, "attempt": self.attempt}).encode()

@@ -74,3 +74,9 @@ def test_any_body_decodes_or_is_poison_never_another_error(body: bytes) -> None:
         assert str(poison)
     else:
         assert 0 <= envelope.attempt <= 2**31 - 1 and envelope.kind
+
+
+def test_from_row_takes_the_id_kind_and_attempt_of_a_job_row() -> None:
+    job_id = uuid.uuid4()
+    row = {"id": job_id, "kind": "email.send", "attempt": 3, "service": "email", "priority": 5}
+    assert Envelope.from_row(row) == Envelope(job_id, "email.send", 3)
