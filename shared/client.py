@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import aio_pika
 import asyncpg
 
 from shared.batching import Batcher
@@ -20,8 +19,7 @@ from shared.db import bulk_jobs
 from shared.db import jobs as job_queries
 from shared.db.pool import acquire
 from shared.jobs import JobState, QueueClass
-from shared.messaging.broker import Broker, BrokerUnavailable
-from shared.messaging.envelope import Envelope
+from shared.messaging.broker import Broker
 from shared.registry import InvalidJobArguments, JobKind, Registry, UnknownJobKind
 from shared.retry import RetryPolicy
 
@@ -412,37 +410,21 @@ class JobClient:
         Up to PUBLISH_WINDOW publishes are in flight at once, each waiting for its own confirm; only a
         confirmed one is marked.
         """
-        published: list[uuid.UUID] = []
-        for start in range(0, len(rows), PUBLISH_WINDOW):
-            window = rows[start:start + PUBLISH_WINDOW]
-            outcomes = await asyncio.gather(*(self._publish_row(row) for row in window), return_exceptions=True)
-            unavailable = False
-            for row, outcome in zip(window, outcomes, strict=True):
-                if outcome is None:
-                    published.append(row["id"])
-                elif isinstance(outcome, BrokerUnavailable):
-                    unavailable = True
-                    log.warning("publish deferred to the outbox relay", extra={"job_id": str(row["id"]),
-                                                                              "error": str(outcome)})
-                elif isinstance(outcome, aio_pika.exceptions.DeliveryError):
-                    # The row is committed, so the caller's job exists: no queue takes its service's messages
-                    # yet (no worker of it ever started); the relay publishes it once one is declared.
-                    log.error("job unroutable; left to the outbox relay", extra={"job_id": str(row["id"]),
-                                                                                 "service": row["service"],
-                                                                                 "error": repr(outcome)})
-                else:
-                    raise outcome
-            if unavailable:  # the broker is away: the rest would only time out one by one
-                break
+        outcome = await self.broker.publish_rows(rows, window=PUBLISH_WINDOW)
+        for row, error in outcome.unavailable:
+            log.warning("publish deferred to the outbox relay", extra={"job_id": str(row["id"]), "error": str(error)})
+        for row, unroutable in outcome.unroutable:
+            # The row is committed, so the caller's job exists: no queue takes its service's messages
+            # yet (no worker of it ever started); the relay publishes it once one is declared.
+            log.error("job unroutable; left to the outbox relay", extra={"job_id": str(row["id"]),
+                                                                         "service": row["service"],
+                                                                         "error": repr(unroutable)})
+        published = outcome.confirmed
         if published and connection is not None:
             await job_queries.mark_published(connection, published)
         elif published:
             await self._mark_published.submit_all(published)
         return len(published)
-
-    async def _publish_row(self, row: asyncpg.Record) -> None:
-        await self.broker.publish_job(row["service"], Envelope.from_row(row),
-                                      row["priority"])
 
     async def _flush_published(self, job_ids: list[uuid.UUID]) -> list[None]:
         await job_queries.mark_published(self.pool, job_ids)

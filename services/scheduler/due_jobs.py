@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import aio_pika
 import asyncpg
 
 from services.scheduler.wakeup import wait_any
@@ -205,21 +204,12 @@ class OutboxRelay:
         self, rows: Sequence[asyncpg.Record], unroutable: list[uuid.UUID] | None = None
     ) -> tuple[list[uuid.UUID], bool]:
         """The ids published, and whether the broker went away before the end."""
-        published: list[uuid.UUID] = []
-        for row in rows:
-            try:
-                await self.runtime.broker.publish_job(
-                    row["service"], Envelope.from_row(row), row["priority"]
-                )
-            except BrokerUnavailable:
-                return published, True
-            except aio_pika.exceptions.DeliveryError as exc:
-                # No queue takes this service's messages (no process declared it): the row stays for a
-                # later round, and this round goes on past it to the rows behind.
-                log.error("job unroutable; left unpublished",
-                          extra={"job_id": str(row["id"]), "service": row["service"], "error": repr(exc)})
-                if unroutable is not None:
-                    unroutable.append(row["id"])
-                continue
-            published.append(row["id"])
-        return published, False
+        outcome = await self.runtime.broker.publish_rows(rows)
+        for row, error in outcome.unroutable:
+            # No queue takes this service's messages (no process declared it): the row stays for a
+            # later round, and this round goes on past it to the rows behind.
+            log.error("job unroutable; left unpublished",
+                      extra={"job_id": str(row["id"]), "service": row["service"], "error": repr(error)})
+            if unroutable is not None:
+                unroutable.append(row["id"])
+        return outcome.confirmed, bool(outcome.unavailable)

@@ -7,7 +7,9 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
@@ -21,6 +23,9 @@ from shared.messaging.topology import (
     delay_key,
 )
 
+if TYPE_CHECKING:
+    import asyncpg
+
 log = logging.getLogger(__name__)
 
 
@@ -31,6 +36,17 @@ PARKED_AT_HEADER = "x-parked-at"  # Unix seconds
 
 class BrokerUnavailable(ConnectionError):
     """The broker is disconnected or did not confirm in time; the outbox relay will publish later."""
+
+
+@dataclass
+class PublishedRows:
+    """What publishing job rows came to: only the `confirmed` ones are on a queue."""
+
+    confirmed: list[uuid.UUID] = field(default_factory=list)
+    # No queue takes the row's service's messages yet: no process of that service ever declared its queue.
+    unroutable: list[tuple[asyncpg.Record, aio_pika.exceptions.DeliveryError]] = field(default_factory=list)
+    # The broker went away in this window; the rows of later windows were not tried.
+    unavailable: list[tuple[asyncpg.Record, BrokerUnavailable]] = field(default_factory=list)
 
 
 class Broker:
@@ -105,6 +121,30 @@ class Broker:
 
     async def publish_job(self, service: str, envelope: Envelope, priority: int) -> None:
         await self._publish(JOBS_EXCHANGE, job_message(envelope, priority), service)
+
+    async def publish_rows(self, rows: Sequence[asyncpg.Record], *, window: int = 1) -> PublishedRows:
+        """Publish job rows in order, up to `window` in flight at once, each awaiting its own confirm, until a
+        window meets a broker outage. The one publish loop of JobClient.publish and the outbox relay; what is
+        not confirmed stays unpublished in the table. Any error but an outage or an unroutable row is raised."""
+        result = PublishedRows()
+        for start in range(0, len(rows), window):
+            chunk = rows[start:start + window]
+            outcomes = await asyncio.gather(
+                *(self.publish_job(row["service"], Envelope.from_row(row), row["priority"]) for row in chunk),
+                return_exceptions=True,
+            )
+            for row, outcome in zip(chunk, outcomes, strict=True):
+                if outcome is None:
+                    result.confirmed.append(row["id"])
+                elif isinstance(outcome, BrokerUnavailable):
+                    result.unavailable.append((row, outcome))
+                elif isinstance(outcome, aio_pika.exceptions.DeliveryError):
+                    result.unroutable.append((row, outcome))
+                else:
+                    raise outcome
+            if result.unavailable:  # the broker is away: the rest would only time out one by one
+                break
+        return result
 
     async def publish_retry(self, service: str, envelope: Envelope, priority: int, delay: int) -> None:
         message = job_message(envelope, priority, headers={"CC": [service]})
