@@ -6,6 +6,7 @@ from typing import Any
 
 from services.maintenance_worker.report import gather_report, report_window
 from shared.db import maintenance, reports
+from shared.db import servers as server_queries
 from shared.handler_api import Handler, IdempotencyConflict, InvalidJobArguments, JobContext, handlers_on, handles
 from shared.kinds import (
     CLEANUP_EXPIRED_EVENTS,
@@ -89,7 +90,7 @@ class MaintenanceHandlers:
     async def reap_dead_servers(self, ctx: JobContext, args: NoArgs) -> dict[str, Any]:
         # Only the servers list: the jobs of a dead worker are recovered when their leases expire (the
         # scheduler's lease sweeper), never because a heartbeat looks old from here.
-        removed = await maintenance.delete_dead_servers(ctx.pool, dead_after(self.settings))
+        removed = await server_queries.delete_dead_servers(ctx.pool, dead_after(self.settings))
         for server in removed:
             ctx.log.info("removed dead server %s", server)
         return {"servers_removed": removed}

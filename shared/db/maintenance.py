@@ -1,4 +1,4 @@
-"""Named queries of the maintenance worker: archiving, retention, and removing dead servers."""
+"""Retention, for the maintenance worker: archive ended events, delete old job logs and finished jobs in batches."""
 
 from __future__ import annotations
 
@@ -65,11 +65,3 @@ async def _delete_in_batches(
             await on_batch(total)
         if deleted < batch:
             return total
-
-
-async def delete_dead_servers(executor: Executor, dead_after_seconds: float) -> list[str]:
-    rows = await executor.fetch(
-        "DELETE FROM servers WHERE last_heartbeat < now() - make_interval(secs => $1) RETURNING id",
-        dead_after_seconds,
-    )
-    return [row["id"] for row in rows]

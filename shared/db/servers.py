@@ -1,4 +1,5 @@
-"""Heartbeats of running processes, so the dashboard and the reaper know who is alive."""
+"""Named queries on servers: heartbeats of running processes, so the dashboard and the reaper know who is alive,
+and the reaper's delete of the dead."""
 
 from __future__ import annotations
 
@@ -31,3 +32,11 @@ async def list_servers(executor: Executor, dead_after_seconds: float) -> list[as
              FROM servers ORDER BY service, started_at""",
         dead_after_seconds,
     )
+
+
+async def delete_dead_servers(executor: Executor, dead_after_seconds: float) -> list[str]:
+    rows = await executor.fetch(
+        "DELETE FROM servers WHERE last_heartbeat < now() - make_interval(secs => $1) RETURNING id",
+        dead_after_seconds,
+    )
+    return [row["id"] for row in rows]
