@@ -3,9 +3,9 @@ pages), count them, chart them, their children and emails; and act on them: requ
 cancel.
 
 The path of a job through the system (insert, claim, lease, outcome, sweep) is shared.db.jobs; this module
-only reads jobs, or moves them on an operator's word. Every search here is shaped for an index of
-0003_search.sql or 0001_jobs.sql; tests/integration/test_search_plan.py holds the plans to that on a large
-table.
+only reads jobs, or moves them on an operator's word (and the API's: a moved or cancelled event deletes its
+pending jobs). Every search here is shaped for an index of 0003_search.sql or 0001_jobs.sql;
+tests/integration/test_search_plan.py holds the plans to that on a large table.
 """
 
 from __future__ import annotations
