@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from shared.db.cursor import Cursor
 from shared.db.pool import Executor
 
 # States of an event's job that has not run yet: what a move or a cancellation deletes.
@@ -51,14 +51,14 @@ async def share_event(connection: asyncpg.Connection, event_id: uuid.UUID) -> as
 
 
 async def list_events(
-    executor: Executor, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    executor: Executor, *, after: Cursor | None, limit: int
 ) -> list[asyncpg.Record]:
-    """Events by start time (then id), the page after the keyset `after`."""
+    """Events by start time (then id), the page after the keyset `after` (its `at` is a starts_at)."""
     if after is None:
         return await executor.fetch("SELECT * FROM events ORDER BY starts_at, id LIMIT $1", limit)
     return await executor.fetch(
         "SELECT * FROM events WHERE (starts_at, id) > ($1, $2) ORDER BY starts_at, id LIMIT $3",
-        after[0], after[1], limit,
+        after.at, after.id, limit,
     )
 
 

@@ -22,7 +22,7 @@ from services.api.http.parsing import path_uuid
 from services.api.security import auth, sessions
 from services.api.security.redaction import JobRedactor, redact_job
 from services.api.security.roles import tokens_configured
-from shared.db import job_admin as job_search
+from shared.db import job_admin
 from shared.db import jobs as job_queries
 from shared.db import servers as server_queries
 from shared.jobs import CANCELLABLE, DELETABLE, FINAL_STATES, REQUEUEABLE, JobState, QueueClass
@@ -60,11 +60,11 @@ def static_url(request: web.Request, filename: str) -> str:
 
 async def state_counts(pool: asyncpg.Pool) -> dict[str, int]:
     """Jobs per state, keyed by name in the order the pages list the states."""
-    counts = await job_search.counts_by_state(pool)
+    counts = await job_admin.counts_by_state(pool)
     return {state.value: counts.get(state, 0) for state in STATE_ORDER}
 
 
-def chart_points(series: list[job_search.SeriesPoint]) -> list[tuple[datetime, int, int]]:
+def chart_points(series: list[job_admin.SeriesPoint]) -> list[tuple[datetime, int, int]]:
     return [(point.at, point.succeeded, point.failed) for point in series]
 
 
@@ -79,9 +79,9 @@ async def overview(request: web.Request) -> web.Response:
     pool = runtime.pool
     counts = await state_counts(pool)
     servers = await server_queries.list_servers(pool, dead_after(runtime.settings))
-    day = await job_search.per_hour(pool, 24)
-    week = await job_search.per_hour(pool, 24 * 7)
-    realtime = await job_search.per_second(pool, REALTIME_SECONDS)
+    day = await job_admin.per_hour(pool, 24)
+    week = await job_admin.per_hour(pool, 24 * 7)
+    realtime = await job_admin.per_second(pool, REALTIME_SECONDS)
     return render(
         request, "overview.html", nav="overview",
         counts=counts,
@@ -90,7 +90,7 @@ async def overview(request: web.Request) -> web.Response:
         day=fmt.chart(chart_points(day), label_every=3, height=200),
         week=fmt.chart(chart_points(week), label_every=24, label_format="%a %d", height=200),
         realtime=fmt.chart(chart_points(realtime), label_every=10, label_format="%H:%M:%S", width=1200, height=180),
-        lateness=await job_search.lateness_by_kind(pool),
+        lateness=await job_admin.lateness_by_kind(pool),
         script=static_url(request, "realtime.js"),
     )
 
@@ -106,7 +106,7 @@ async def realtime_json(request: web.Request) -> web.Response:
 
 
 async def realtime_body(runtime: Runtime) -> dict[str, Any]:
-    series = await job_search.per_second(runtime.pool, REALTIME_SECONDS)
+    series = await job_admin.per_second(runtime.pool, REALTIME_SECONDS)
     counts = await state_counts(runtime.pool)
     servers = await server_queries.list_servers(runtime.pool, dead_after(runtime.settings))
     return {
@@ -122,14 +122,14 @@ async def job_list(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     parsed = parse_filter(request.query, datetime.now(UTC))
     cursor = request.query.get("cursor") or None
-    page = job_search.JobPage([], None)
+    page = job_admin.JobPage([], None)
     errors = dict(parsed.errors)
     if not errors:
         try:
             # The Scheduled list answers "what runs next", so it is ordered by run_at, soonest first.
-            page = await job_search.search_jobs(runtime.pool, parsed.job_filter, limit=PAGE_SIZE, cursor=cursor,
+            page = await job_admin.search_jobs(runtime.pool, parsed.job_filter, limit=PAGE_SIZE, cursor=cursor,
                                                 soonest_first=parsed.job_filter.state is JobState.SCHEDULED)
-        except job_search.InvalidCursor:
+        except job_admin.InvalidCursor:
             errors["cursor"] = "this page link is not valid any more; start from the newest"
     counts = await state_counts(runtime.pool)
     state = parsed.job_filter.state
@@ -163,10 +163,10 @@ async def job_page(request: web.Request) -> web.Response:
         request, "job.html", nav="jobs",
         job=redactor.row(row), args=fmt.redact(row["args"]), steps=steps, attempts=fmt.failed_attempts(steps),
         logs=[redactor.row(item) for item in await job_queries.job_logs(pool, job_id)],
-        emails=await job_search.job_emails(pool, job_id),
+        emails=await job_admin.job_emails(pool, job_id),
         parent=redact_job(parent) if parent else None,
-        children=[redact_job(child) for child in await job_search.children(pool, job_id)],
-        children_counts={s.value: n for s, n in (await job_search.children_counts(pool, job_id)).items()},
+        children=[redact_job(child) for child in await job_admin.children(pool, job_id)],
+        children_counts={s.value: n for s, n in (await job_admin.children_counts(pool, job_id)).items()},
         can_requeue=state in REQUEUEABLE, can_delete=state in DELETABLE, can_enqueue_now=state is JobState.SCHEDULED,
         can_cancel=state in CANCELLABLE, progress=fmt.progress(redactor.row(row)),
         waits_for=redact_job(after) if (after := await _job_or_none(pool, row["after_id"])) else None,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from services.api.routes.users import Name
 from shared.client import JobClient
 from shared.db import events as event_queries
 from shared.db import job_admin as job_queries
+from shared.db.cursor import Cursor, InvalidCursor
 from shared.registry import Registry
 from shared.runtime import Runtime
 
@@ -238,20 +237,12 @@ def event_response(event: EventOut, status: int = 200) -> web.Response:
     return web.json_response(event.model_dump(mode="json"), status=status)
 
 
-def encode_cursor(row: asyncpg.Record) -> str:
-    return base64.urlsafe_b64encode(f"{row['starts_at'].isoformat()}|{row['id']}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def decode_cursor(token: str) -> Cursor:
     try:
-        starts_at, _, event_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        after = datetime.fromisoformat(starts_at), uuid.UUID(event_id)
-    except (ValueError, binascii.Error, UnicodeError):
-        after = None
-    if after is None or after[0].tzinfo is None:
+        return Cursor.decode(token)
+    except InvalidCursor:
         raise ApiError(422, "validation_error", "invalid query parameter cursor",
-                       [{"field": "query.cursor", "message": "is not a cursor this API returned"}])
-    return after
+                       [{"field": "query.cursor", "message": "is not a cursor this API returned"}]) from None
 
 
 def refuse_if_closed(event: asyncpg.Record, action: str) -> None:
@@ -300,7 +291,8 @@ async def list_events(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     rows = await event_queries.list_events(runtime.pool, after=after, limit=query.limit + 1)
     page, more = rows[: query.limit], len(rows) > query.limit
-    result = EventPage(items=await render(runtime, page), next_cursor=encode_cursor(page[-1]) if more else None)
+    last = Cursor(page[-1]["starts_at"], page[-1]["id"]) if more else None
+    result = EventPage(items=await render(runtime, page), next_cursor=last.encode() if last else None)
     return web.json_response(result.model_dump(mode="json"))
 
 

@@ -32,7 +32,7 @@ from services.api.security.redaction import JobRedactor, redact_job
 from services.api.security.roles import actor, sees_secrets
 from shared import job_actions
 from shared.client import IdempotencyConflict, JobSpec, UnknownParentJob
-from shared.db import job_admin as job_search
+from shared.db import job_admin
 from shared.db import jobs as job_queries
 from shared.registry import InvalidJobArguments, UnknownJobKind
 from shared.runtime import Runtime
@@ -103,12 +103,12 @@ async def get_job(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     query = parse_query(request, JobListQuery)
     raw = sees_secrets(request)
-    job_filter = job_search.JobFilter(state=query.state, queue=query.queue, kind=query.kind, q=query.q,
+    job_filter = job_admin.JobFilter(state=query.state, queue=query.queue, kind=query.kind, q=query.q,
                                       since=query.since, until=query.until, redacted=not raw)
     try:
-        page = await job_search.search_jobs(request.app[RUNTIME].pool, job_filter, limit=query.limit,
+        page = await job_admin.search_jobs(request.app[RUNTIME].pool, job_filter, limit=query.limit,
                                             cursor=query.cursor)
-    except job_search.InvalidCursor as error:
+    except job_admin.InvalidCursor as error:
         details = [{"field": "query.cursor", "message": str(error)}]
         raise ApiError(422, "validation_error", str(error), details) from None
     body = JobListOut(items=[JobOut.from_row(row if raw else redact_job(row)) for row in page.rows],
@@ -159,14 +159,14 @@ async def enqueue_now(request: web.Request) -> web.Response:
 async def _bulk(
     request: web.Request,
     by_ids: Callable[[Runtime, list[uuid.UUID]], Awaitable[job_actions.BulkResult]],
-    matching: Callable[[Runtime, job_search.JobFilter, int], Awaitable[job_actions.BulkResult]],
+    matching: Callable[[Runtime, job_admin.JobFilter, int], Awaitable[job_actions.BulkResult]],
 ) -> web.Response:
     body = (await parse_body(request, BulkJobsRequest)).root
     runtime = request.app[RUNTIME]
     if isinstance(body, BulkByIds):
         result = await by_ids(runtime, body.ids)
     else:
-        job_filter = job_search.JobFilter(state=body.state, queue=body.queue, kind=body.kind, q=body.q)
+        job_filter = job_admin.JobFilter(state=body.state, queue=body.queue, kind=body.kind, q=body.q)
         result = await matching(runtime, job_filter, body.limit)
     out = BulkResultOut(changed=len(result.changed), skipped=result.skipped, ids=result.changed)
     return web.json_response(out.model_dump(mode="json"))

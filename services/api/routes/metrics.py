@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 from services.api.http.app_keys import RUNTIME
 from services.api.http.errors import Handler
 from services.api.openapi.route_table import ApiRoutes
-from shared.db import job_admin as job_search
+from shared.db import job_admin
 from shared.db import jobs as job_queries
 from shared.rabbitmq_management import Management, ManagementUnavailable, QueueInfo
 
@@ -137,7 +137,7 @@ async def refresh_system(app: web.Application) -> None:
         gauges.queues = await Management(runtime.settings).queues()
     except ManagementUnavailable:
         gauges.queues = []  # absent series, not zeros: "no consumers" must not be reported when we cannot know
-    counts = await job_search.counts_by_state(runtime.pool)
+    counts = await job_admin.counts_by_state(runtime.pool)
     gauges.states = {state.value: count for state, count in counts.items()}
 
 

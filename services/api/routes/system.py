@@ -21,8 +21,7 @@ from services.api.openapi.schemas import (
 from services.api.operations.parking import purge_parked
 from services.api.security.redaction import redact_payload, redact_text
 from services.api.security.roles import sees_secrets
-from shared.db import job_admin as job_search
-from shared.db import servers
+from shared.db import job_admin, servers
 from shared.lifecycle import dead_after
 from shared.rabbitmq_management import Management, ManagementUnavailable
 from shared.runtime import Runtime
@@ -32,7 +31,7 @@ routes = ApiRoutes("system")
 
 async def stats(runtime: Runtime) -> StatsOut:
     """Jobs per state and the number of live server processes."""
-    counts = await job_search.counts_by_state(runtime.pool)
+    counts = await job_admin.counts_by_state(runtime.pool)
     rows = await servers.list_servers(runtime.pool, dead_after(runtime.settings))
     return StatsOut(**{state.value: count for state, count in counts.items()},
                     servers=sum(1 for row in rows if not row["dead"]))
