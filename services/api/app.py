@@ -20,6 +20,7 @@ from services.api import (
     ratelimit,
     recurring,
     reports,
+    signup_writes,
     system,
     users,
 )
@@ -49,6 +50,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
             yield
 
     app.cleanup_ctx.append(runtime_ctx)
+    signup_writes.install(app)
     parked_sweeper.install(app)
     metrics.install(app)
     api_routes: list[ApiRoutes] = [health.routes, jobs.routes, users.routes, events.routes, participants.routes,
