@@ -4,9 +4,9 @@ together (shared/batching.py: the first sign-up is written at once, those arrivi
 Each sign-up still gets its own answer: its user row and welcome job, or None when its email is taken (by an
 existing user, or by an earlier sign-up of the same group). The rows and their welcome jobs commit together
 (DESIGN rule 1), the jobs are published with confirms after that commit, and only then is any sign-up of the
-group answered: what one sign-up alone promised, each still gets. Should Postgres refuse the grouped statement
-itself, each sign-up is written on its own, so one bad value never fails the others; a lost connection fails
-the group, as it would have failed each alone.
+group answered: what one sign-up alone promised, each still gets. Should Postgres (or the job kind's validation)
+refuse the group, each sign-up is written on its own, so one bad value never fails the others; a lost connection
+fails the group, as it would have failed each alone.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from aiohttp import web
 
 from services.api.typedefs import RUNTIME
 from shared.batching import Batcher
-from shared.client import EnqueuedJob
+from shared.client import BatchRefused, EnqueuedJob
 from shared.db import users as user_queries
 from shared.db.pool import acquire
 from shared.runtime import Runtime
@@ -58,14 +58,14 @@ class SignupWriter:
     async def _flush(self, sign_ups: list[SignUp]) -> list[Outcome]:
         try:
             return list(await self._write(sign_ups))
-        except asyncpg.PostgresError:
+        except (asyncpg.PostgresError, BatchRefused):
             if len(sign_ups) == 1:
                 raise
         outcomes: list[Outcome] = []
-        for sign_up in sign_ups:
+        for sign_up in sign_ups:  # one refused value must not fail the others: each on its own
             try:
                 outcomes.extend(await self._write([sign_up]))
-            except asyncpg.PostgresError as error:
+            except (asyncpg.PostgresError, BatchRefused) as error:
                 outcomes.append(error)
         return outcomes
 
