@@ -33,7 +33,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
-    if processes.supervises(load_settings()):
-        raise SystemExit(processes.supervise(load_settings()))
+    settings = load_settings()
+    if processes.supervises(settings):
+        raise SystemExit(processes.supervise(settings))
     processes.follow_supervisor()
     run_service("api", main)

@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -177,3 +178,37 @@ def running(pids: list[int]) -> list[int]:
         if state != "Z":
             alive.append(pid)
     return alive
+
+
+async def test_an_api_process_that_fails_stops_the_rest_and_its_exit_code_is_the_supervisors(
+    env: TestEnvironment, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:  # bound without SO_REUSEPORT: no child can bind the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with service_process("services.api", env, tmp_path / "api.log", api_processes=2, api_port=port,
+                                   api_host="127.0.0.1") as supervisor:
+            code = await asyncio.wait_for(supervisor.wait(), 60)
+            children = children_of(supervisor.pid)
+    assert code == 1, (tmp_path / "api.log").read_text()  # the children's: an uncaught OSError from the bind
+    assert not children
+
+
+async def test_a_child_killed_alone_stops_its_sibling_and_the_supervisor_exits_non_zero(
+    env: TestEnvironment, tmp_path: Path
+) -> None:
+    port = free_port()
+    async with service_process("services.api", env, tmp_path / "api.log", api_processes=2, api_port=port,
+                               api_host="127.0.0.1") as supervisor:
+        async def started() -> list[int]:
+            return children_of(supervisor.pid)
+
+        children = await eventually(started, timeout=30, what="the api processes")
+        await eventually(lambda: ready(f"http://127.0.0.1:{port}"), timeout=60, interval=0.2, what="/readyz")
+
+        os.kill(children[0], signal.SIGKILL)
+        code = await asyncio.wait_for(supervisor.wait(), SHUTDOWN_TIMEOUT + 10)
+    assert code == 1  # killed by a signal: not a clean exit, whatever the sibling's drain said
+    assert not running(children)
+    assert "an api process exited; stopping the others" in (tmp_path / "api.log").read_text()
