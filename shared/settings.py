@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     dashboard_read_only: bool = False
     session_secret: str | None = None  # signs dashboard sessions and CSRF tokens; random per process if unset
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # `python -m services.api` runs this many api processes on API_PORT (SO_REUSEPORT) under a supervisor
+    # (services/api/processes.py); 1 is the api itself, no supervisor: 2 did not pay on 2 cores shared with
+    # Postgres and RabbitMQ (README, Performance).
+    api_processes: int = Field(1, ge=1, le=64)
 
     retry_attempts: int = Field(3, ge=1, le=100)
     retry_delays: Annotated[tuple[int, ...], NoDecode] = (60, 300, 900)

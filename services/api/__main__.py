@@ -7,10 +7,11 @@ import logging
 
 from aiohttp import web
 
+from services.api import processes
 from services.api.app import create_app
 from services.api.http.app_keys import RUNTIME
 from shared.lifecycle import heartbeat, new_server_id, run_service
-from shared.settings import Settings
+from shared.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.api_host, settings.api_port)
+    # Under a supervisor (API_PROCESSES > 1) every child binds the same port; the kernel spreads connections.
+    site = web.TCPSite(runner, settings.api_host, settings.api_port, reuse_port=processes.is_child())
     await site.start()
     log.info("api listening", extra={"url": f"http://{settings.api_host}:{settings.api_port}/"})
     try:
@@ -31,4 +33,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
+    settings = load_settings()
+    if processes.supervises(settings):
+        raise SystemExit(processes.supervise(settings))
+    processes.follow_supervisor()
     run_service("api", main)

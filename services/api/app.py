@@ -19,6 +19,7 @@ from services.api.openapi import swagger_ui
 from services.api.openapi.document import openapi_document
 from services.api.openapi.examples import REQUEST_EXAMPLES
 from services.api.openapi.route_table import ApiRoutes
+from services.api.operations import signups
 from services.api.routes import (
     events,
     health,
@@ -57,6 +58,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
             yield
 
     app.cleanup_ctx.append(runtime_ctx)
+    signups.install(app)
     parked_sweeper.install(app)
     metrics.install(app)
     api_routes: list[ApiRoutes] = [health.routes, jobs.routes, users.routes, events.routes, participants.routes,

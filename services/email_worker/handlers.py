@@ -140,7 +140,7 @@ class EmailHandlers:
     @handles(EMAIL_WELCOME)
     async def welcome(self, ctx: JobContext, args: WelcomeArgs) -> dict[str, Any]:
         return await self.deliver(ctx, Mail(
-            key=f"email.welcome:{ctx.job_id}", recipient=args.email,
+            key=f"{EMAIL_WELCOME.name}:{ctx.job_id}", recipient=args.email,
             subject=subject_line(f"Welcome to eventjobs, {args.name}"), template="welcome",
             context={"name": args.name, "email": args.email},
         ))
@@ -156,7 +156,7 @@ class EmailHandlers:
             ctx.log.info("confirmation for event %s not sent: %s", args.event_id, reason)
             return {"skipped": reason}
         return await self.deliver(ctx, Mail(
-            key=f"email.event_confirmation:{args.event_id}:{args.participant_id}",
+            key=f"{EMAIL_EVENT_CONFIRMATION.name}:{args.event_id}:{args.participant_id}",
             recipient=participant["email"], subject=subject_line("You are registered", event["title"]),
             template="event_confirmation",
             context={**self.event_context(event, participant["name"]), "description": event["description"]},
@@ -185,7 +185,7 @@ class EmailHandlers:
             if reason is not None:
                 ctx.log.info("%s to %s not sent: %s", args.template, args.to, reason)
                 return {"skipped": reason}
-        key = await job_queries.job_idempotency_key(ctx.pool, ctx.job_id) or f"email.send:{ctx.job_id}"
+        key = await job_queries.job_idempotency_key(ctx.pool, ctx.job_id) or f"{EMAIL_SEND.name}:{ctx.job_id}"
         return await self.deliver(ctx, Mail(
             key=key, recipient=args.to, subject=args.subject, template=args.template, context=args.context,
             event_id=args.event_id, participant_id=args.participant_id,

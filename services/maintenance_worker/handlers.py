@@ -72,7 +72,7 @@ class MaintenanceHandlers:
                     {"to": admin, "subject": f"eventjobs daily report for {day.isoformat()}",
                      "template": "daily_report", "context": content},
                     # Per run of this job: a retry mails nobody twice, a new trigger mails again.
-                    idempotency_key=f"maintenance.daily_report:{ctx.job_id}:{admin}", parent_id=ctx.job_id,
+                    idempotency_key=f"{DAILY_REPORT.name}:{ctx.job_id}:{admin}", parent_id=ctx.job_id,
                 )
             except IdempotencyConflict:
                 pass  # enqueued by an earlier attempt of this job

@@ -7,7 +7,8 @@ Per system and round, in a fresh database and vhost:
    sampling the worker's resident memory (its whole process tree) meanwhile;
 3. end-to-end latency: jobs sent at 50 % of this system's own drain rate of this round, send to finish;
 4. delayed jobs due 5-15 s ahead (Celery's ETA, Dramatiq's delay, our run_at): lateness, due to start;
-5. ours only: every job has its full history, or the run fails.
+5. ours only: every job has its full history, or the run fails;
+6. ours only: sign-ups through the api as a real process (tests.benchmarks.signups).
 Medians over the rounds go in the table and, with every round's figures, in var/bench/<time>.json.
 """
 
@@ -19,10 +20,11 @@ import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.benchmarks.signups import SignupConfig, measure_signups
 from tests.benchmarks.systems import Ours, delayed_due, open_system, rss_bytes
 from tests.support.environment import Management, create_template_database, drop_database, test_environment
 
@@ -43,6 +45,7 @@ class Config:
     batch: int = 1_000  # enqueue_many batch size
     systems: tuple[str, ...] = SYSTEMS
     timeout: float = 900.0
+    signups: SignupConfig = field(default_factory=SignupConfig)  # ours only: sign-ups through the api
 
     @classmethod
     def from_env(cls) -> Config:
@@ -54,6 +57,7 @@ class Config:
             latency_jobs=int(os.environ.get("BENCH_LATENCY_JOBS", str(min(2_000, max(50, jobs // 10))))),
             delayed_jobs=int(os.environ.get("BENCH_DELAYED_JOBS", str(min(1_000, max(20, jobs // 20))))),
             systems=tuple(os.environ.get("BENCH_SYSTEMS", ",".join(SYSTEMS)).split(",")),
+            signups=SignupConfig.from_env(),
         )
 
 
@@ -121,6 +125,8 @@ async def measure(name: str, config: Config, template: str, management: Manageme
         if isinstance(system, Ours):
             await system.check_histories(total)
             figures["full_histories"] = total
+    if name == "eventjobs":
+        figures.update(await measure_signups(config.signups, template, management, log))
     return figures
 
 
@@ -139,6 +145,8 @@ ROWS: tuple[tuple[str, str, bool], ...] = (
     ("lateness_p50_ms", "delayed-job lateness p50 (ms)", False),
     ("lateness_p99_ms", "delayed-job lateness p99 (ms)", False),
     ("worker_rss_mb", "worker RSS, process tree (MiB)", False),
+    ("signups_per_s", "sign-ups through the api, 32 clients (req/s)", True),
+    ("signup_p99_ms", "sign-up p99 (ms)", False),
 )
 
 

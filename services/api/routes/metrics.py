@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 from services.api.http.app_keys import RUNTIME
 from services.api.http.errors import Handler
 from services.api.openapi.route_table import ApiRoutes
+from services.api.processes import scrape_registry
 from shared.db import job_admin
 from shared.db import jobs as job_queries
 from shared.rabbitmq_management import Management, ManagementUnavailable, QueueInfo
@@ -147,5 +148,6 @@ async def metrics(request: web.Request) -> web.Response:
     rows = await job_queries.dropped_deliveries(request.app[RUNTIME].pool)
     dropped.rows = [(row["service"], row["reason"], row["count"]) for row in rows]
     await refresh_system(request.app)
-    body = generate_latest(request.app[METRICS].registry)
+    own = request.app[METRICS]
+    body = generate_latest(scrape_registry(own.registry, own.dropped, own.system))  # all api processes' counts
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

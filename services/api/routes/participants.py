@@ -19,6 +19,7 @@ from services.api.routes.users import Email, Name
 from services.api.security import ratelimit
 from shared.db import events as event_queries
 from shared.db import participants as participant_queries
+from shared.kinds import EMAIL_EVENT_CONFIRMATION
 
 routes = ApiRoutes("participants")
 
@@ -62,7 +63,7 @@ async def register_participant(request: web.Request) -> web.Response:
             raise ApiError(409, "conflict", f"{body.email!r} is already registered for this event",
                            [{"field": "email", "message": "is already registered for this event"}])
         job = await runtime.client.enqueue(
-            "email.event_confirmation", {"event_id": str(event_id), "participant_id": str(row["id"])},
+            EMAIL_EVENT_CONFIRMATION.name, {"event_id": str(event_id), "participant_id": str(row["id"])},
             connection=connection,
         )
     assert job is not None

@@ -13,7 +13,7 @@ from shared.runtime import Runtime
 
 @asynccontextmanager
 async def write_transaction(runtime: Runtime) -> AsyncIterator[asyncpg.Connection]:
-    """The domain rows and the jobs they cause commit together (DESIGN rule 1); publishing follows the commit."""
+    """The domain rows and the jobs they cause commit together; publishing follows the commit."""
     async with runtime.pool.acquire() as proxy:
         connection = cast(asyncpg.Connection, proxy)  # the proxy forwards every Connection method
         async with runtime.client.transaction(connection):

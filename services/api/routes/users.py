@@ -9,14 +9,12 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
-from services.api.http.app_keys import RUNTIME
 from services.api.http.errors import ApiError
 from services.api.http.parsing import parse_body
 from services.api.openapi.route_table import ApiRoutes
+from services.api.operations.signups import SIGNUPS
 from services.api.routes.metrics import count_enqueued
-from services.api.routes.transactions import write_transaction
 from services.api.security import ratelimit
-from shared.db import users as user_queries
 from shared.kinds import EmailAddress, HeaderText
 
 routes = ApiRoutes("users")
@@ -59,15 +57,12 @@ async def create_user(request: web.Request) -> web.Response:
     ratelimit.check_client(request, ratelimit.limits(request).signup_client)
     body = await parse_body(request, UserIn)
     ratelimit.check_email(request, body.email)
-    runtime = request.app[RUNTIME]
-    async with write_transaction(runtime) as connection:
-        row = await user_queries.insert_user(connection, uuid.uuid4(), body.email, body.name)
-        if row is None:
-            raise ApiError(409, "conflict", f"a user with email {body.email!r} exists",
-                           [{"field": "email", "message": "is already registered"}])
-        job = await runtime.client.enqueue("email.welcome", {"email": body.email, "name": body.name},
-                                           connection=connection)
-    assert job is not None
-    count_enqueued(request.app, job.kind)
-    user = UserOut.model_validate({**dict(row), "welcome_job_id": job.id})
+    # Concurrent sign-ups share one transaction; each is answered once its own row and job are committed
+    # and its job is published (services/api/operations/signups.py).
+    signed_up = await request.app[SIGNUPS].sign_up(body.email, body.name)
+    if signed_up is None:
+        raise ApiError(409, "conflict", f"a user with email {body.email!r} exists",
+                       [{"field": "email", "message": "is already registered"}])
+    count_enqueued(request.app, signed_up.job.kind)
+    user = UserOut.model_validate({**dict(signed_up.user), "welcome_job_id": signed_up.job.id})
     return web.json_response(user.model_dump(mode="json"), status=201)
