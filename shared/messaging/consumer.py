@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiormq.abc
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel
@@ -136,6 +137,120 @@ def describe_failure(exc: BaseException, *, timeout: float) -> Failure:
 
 
 
+@dataclass(eq=False)
+class _ChannelAcks:
+    low: int = 0  # every delivery tag up to this one is settled
+    open: dict[int, asyncio.Future[None] | None] = field(default_factory=dict)  # None: its job still runs
+    done: set[int] = field(default_factory=set)  # settled one by one, above `low`
+
+
+class Acks:
+    """The acks of one consumer's deliveries, sent together: the deliveries settled in the same moment (the
+    jobs of one `succeeded` commit) go out as one `multiple=True` ack instead of one frame and write each.
+
+    A multiple ack settles every lower unsettled delivery tag of its channel, so it reaches only as far as
+    every tag from the last one settled is known here and either settled already or ready to ack: a job
+    still running keeps its message unacked, a message being given back (nack) is never swept up with the
+    acks, and a delivery not yet seen stops it too. Ready acks above such a tag go out one by one at once,
+    so a long job never holds back the acks (and prefetch) of the jobs that finished after it.
+    """
+
+    def __init__(self) -> None:
+        # Per channel: a reconnection brings a new one, whose tags start again from 1.
+        self._channels: dict[aiormq.abc.AbstractChannel, _ChannelAcks] = {}
+        self._flushing: asyncio.Task[None] | None = None
+
+    def track(self, message: AbstractIncomingMessage) -> None:
+        """A new delivery: outstanding until acked or nacked through this object."""
+        if message.delivery_tag is not None:
+            with contextlib.suppress(Exception):  # a closed channel: its deliveries are RabbitMQ's again
+                self._channels.setdefault(message.channel, _ChannelAcks()).open[message.delivery_tag] = None
+
+    async def ack(self, message: AbstractIncomingMessage) -> None:
+        acks = self._of(message)
+        if acks is None:
+            await message.ack()
+            return
+        assert message.delivery_tag is not None
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acks.open[message.delivery_tag] = future
+        self._schedule()
+        await future
+
+    async def nack(self, message: AbstractIncomingMessage) -> None:
+        # Its tag stays outstanding (stopping multiple acks) until the nack frame is queued: acks sent later
+        # follow it on the same connection, so none can settle this message first.
+        try:
+            await message.nack(requeue=True)
+        finally:
+            acks = self._of(message)
+            if acks is not None:
+                assert message.delivery_tag is not None
+                del acks.open[message.delivery_tag]
+                acks.done.add(message.delivery_tag)
+                self._schedule()
+
+    def _of(self, message: AbstractIncomingMessage) -> _ChannelAcks | None:
+        try:
+            acks = self._channels.get(message.channel)
+        except Exception:  # the channel is closed
+            return None
+        return acks if acks is not None and message.delivery_tag in acks.open else None
+
+    def _schedule(self) -> None:
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the other deliveries settled in this moment join
+        while any(future is not None for acks in self._channels.values() for future in acks.open.values()):
+            for channel, acks in list(self._channels.items()):
+                await self._flush_channel(channel, acks)
+            await asyncio.sleep(0)
+
+    async def _flush_channel(self, channel: aiormq.abc.AbstractChannel, acks: _ChannelAcks) -> None:
+        if channel.is_closed:
+            del self._channels[channel]
+            for future in acks.open.values():
+                if future is not None and not future.done():
+                    future.set_exception(ConnectionError("the channel closed before the ack was sent"))
+            return
+        prefix: list[tuple[int, asyncio.Future[None]]] = []
+        tag = acks.low + 1
+        while True:
+            if tag in acks.done:
+                acks.done.discard(tag)
+            elif (future := acks.open.get(tag)) is not None:
+                prefix.append((tag, future))
+                del acks.open[tag]
+            else:
+                break
+            tag += 1
+        acks.low = tag - 1
+        singles = [(tag, future) for tag, future in acks.open.items() if future is not None]
+        for tag, _ in singles:
+            del acks.open[tag]
+            acks.done.add(tag)
+        if prefix:
+            await self._send(channel, prefix[-1][0], True, [future for _, future in prefix])
+        for tag, future in singles:
+            await self._send(channel, tag, False, [future])
+
+    @staticmethod
+    async def _send(channel: aiormq.abc.AbstractChannel, tag: int, multiple: bool,
+                    futures: list[asyncio.Future[None]]) -> None:
+        try:
+            await channel.basic_ack(tag, multiple=multiple)
+        except Exception as exc:
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+
+
 class Consumer:
     def __init__(
         self,
@@ -186,6 +301,7 @@ class Consumer:
         # `succeeded` write: one round trip and one commit each instead of one per job.
         self._claims: Batcher[tuple[uuid.UUID, int], asyncpg.Record | None] = Batcher(self._flush_claims)
         self._succeeded: Batcher[tuple[uuid.UUID, int, Any], bool] = Batcher(self._flush_succeeded)
+        self._acks = Acks()
 
     @property
     def inflight(self) -> int:
@@ -232,6 +348,7 @@ class Consumer:
         # aiormq cancels its delivery callbacks when their channel closes, as on a dropped
         # connection. The job runs in a task of our own so a network blip does not interrupt a
         # handler whose lease is still live.
+        self._acks.track(message)
         work = asyncio.create_task(self._handle(message))
         self._inflight[work] = None
         await asyncio.shield(work)
@@ -266,9 +383,9 @@ class Consumer:
     async def _settle(self, message: AbstractIncomingMessage, outcome: Outcome) -> None:
         try:
             if outcome is Outcome.ACK:
-                await message.ack()
+                await self._acks.ack(message)
             else:
-                await message.nack(requeue=True)
+                await self._acks.nack(message)
         except Exception:  # the channel died; RabbitMQ redelivers unsettled messages on its own
             log.warning("could not settle message", extra={"outcome": outcome.value}, exc_info=True)
 
