@@ -22,6 +22,8 @@ from shared.runtime import Runtime
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
+# Promoted batches whose publish may still be waiting for confirms while the next due jobs are promoted.
+MAX_PUBLISHING = 4
 # A timer that would fire sooner than this re-checks instead: it bounds polling when the
 # database's clock runs slightly behind ours and a due job is not due for Postgres yet.
 MIN_WAIT_SECONDS = 0.01
@@ -50,6 +52,8 @@ class DuePromoter:
         self.woken = woken
         self.stop = stop
         self.poll_seconds = runtime.settings.scheduler_poll_seconds
+        # Publishes of promoted batches still waiting for their confirms and published_at marks.
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         while not self.stop.is_set():
@@ -64,6 +68,8 @@ class DuePromoter:
                 log.exception("promoting due jobs failed unexpectedly; retrying")
                 timeout = UNEXPECTED_ERROR_PAUSE_SECONDS
             await wait_any([self.woken, self.stop], timeout)
+        if self._publishing:  # bounded: what is not confirmed by then is left to the outbox relay
+            await asyncio.wait(self._publishing, timeout=self.runtime.broker.publish_timeout)
 
     async def promote_all(self) -> int:
         total = 0
@@ -75,19 +81,30 @@ class DuePromoter:
                 break
             total += len(rows)
             job_metrics.SCHEDULER_PROMOTED.inc(len(rows))
-            # Published only after the promotion committed: a worker must find the row `enqueued`.
-            published = await self.runtime.client.publish(list(rows))
-            log.info("promoted due jobs", extra={
-                "count": len(rows), "published": published,
-                **_milliseconds([(started - row["run_at"]).total_seconds() for row in rows]),
-            })
-            if published < len(rows):
-                log.warning("broker unavailable; the outbox relay will publish the rest",
-                            extra={"unpublished": len(rows) - published})
-                break
+            # Published only after the promotion committed: a worker must find the row `enqueued`. In a task of
+            # its own, so the next due job is not kept waiting for this one's confirm and published_at mark.
+            task = asyncio.create_task(self._publish(rows, started))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+            while len(self._publishing) >= MAX_PUBLISHING:  # a backlog is promoted no faster than it is published
+                await asyncio.wait(self._publishing, return_when=asyncio.FIRST_COMPLETED)
             if len(rows) < BATCH_SIZE:
                 break
         return total
+
+    async def _publish(self, rows: list[asyncpg.Record], started: datetime) -> None:
+        try:
+            published = await self.runtime.client.publish(list(rows))
+        except Exception:  # the rows are committed `enqueued`: the outbox relay publishes them
+            log.exception("publishing promoted jobs failed; the outbox relay will")
+            return
+        log.info("promoted due jobs", extra={
+            "count": len(rows), "published": published,
+            **_milliseconds([(started - row["run_at"]).total_seconds() for row in rows]),
+        })
+        if published < len(rows):
+            log.warning("broker unavailable; the outbox relay will publish the rest",
+                        extra={"unpublished": len(rows) - published})
 
     async def time_to_next_due(self) -> float:
         next_due = await job_queries.next_due_time(self.runtime.pool)
