@@ -125,8 +125,9 @@ class Broker:
 
     async def publish_rows(self, rows: Sequence[asyncpg.Record], *, window: int = 1) -> PublishedRows:
         """Publish job rows in order, `window` at a time (sent together by publish_jobs, their confirms awaited
-        together), until a window meets a broker outage. The one publish loop of JobClient.publish and the outbox relay; what is
-        not confirmed stays unpublished in the table. Any error but an outage or an unroutable row is raised."""
+        together), until a window meets a broker outage. The one publish loop of JobClient.publish and the outbox
+        relay; what is not confirmed stays unpublished in the table. Any error but an outage or an unroutable row
+        is raised."""
         result = PublishedRows()
         for start in range(0, len(rows), window):
             chunk = rows[start:start + window]
