@@ -16,8 +16,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from services.api.security.sessions import SESSION_COOKIE
 
+from services.api.security.sessions import SESSION_COOKIE
 from tests.support.environment import TestEnvironment
 from tests.support.live_api import browser_session, csrf_from
 from tests.support.processes import service_process
