@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from tests.benchmarks.systems import child
 from tests.support.environment import (
     Management,
     TestEnvironment,
@@ -74,24 +74,11 @@ def percentile(values: list[float], share: float) -> float:
 
 @asynccontextmanager
 async def api_process(env: dict[str, str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`python -m services.api` in its own session; SIGTERM at the end, which must exit 0."""
-    with log.open("ab") as output:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.api", cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=output, stderr=output, start_new_session=True)
-    try:
+    """`python -m services.api`, stopped with SIGTERM at the end, which must exit 0."""
+    async with child([sys.executable, "-m", "services.api"], env, log) as process:
         yield process
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-                raise
-        if process.returncode != 0:
-            raise AssertionError(f"the api exited with {process.returncode} (log: {log})")
+    if process.returncode != 0:
+        raise AssertionError(f"the api exited with {process.returncode} (log: {log})")
 
 
 async def ready(base: str, process: asyncio.subprocess.Process) -> bool:
@@ -159,21 +146,10 @@ async def check_mailed(env: TestEnvironment, expected: int, log: Path) -> float:
     async with running_sink() as sink:
         worker_env = env.process_env(smtp_host="127.0.0.1", smtp_port=sink.port, heartbeat_seconds=5.0,
                                      job_lease_seconds=30.0, log_level="WARNING")
-        with log.open("ab") as output:
-            worker = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "services.email_worker", cwd=ROOT, env=worker_env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output)
-        started = time.perf_counter()
-        try:
+        async with child([sys.executable, "-m", "services.email_worker"], worker_env, log):
+            started = time.perf_counter()
             await sink.wait_for(expected, timeout=300)
             seconds = time.perf_counter() - started
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(worker.wait(), 30)
-            except TimeoutError:
-                worker.kill()
-                await worker.wait()
         recipients = {recipient for message in sink.messages for recipient in message.recipients}
     wanted = {f"bench-{n}@example.com" for n in range(expected)}
     if not wanted <= recipients:

@@ -72,20 +72,24 @@ def process_env(env: TestEnvironment) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def child(command: Sequence[str], environment: dict[str, str], log: Path) -> AsyncIterator[int]:
-    """A worker process, stopped with SIGTERM (its warm shutdown) and, failing that, SIGKILL."""
+async def child(
+    command: Sequence[str], environment: dict[str, str], log: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A service process in its own session, stopped with SIGTERM (its warm shutdown) and, failing that, SIGKILL
+    of its whole session (forked children too)."""
     with log.open("ab") as output:
-        process = await asyncio.create_subprocess_exec(*command, cwd=ROOT, env=environment, stdout=output,
+        process = await asyncio.create_subprocess_exec(*command, cwd=ROOT, env=environment,
+                                                       stdin=asyncio.subprocess.DEVNULL, stdout=output,
                                                        stderr=output, start_new_session=True)
     try:
-        yield process.pid
+        yield process
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), 30)
             except TimeoutError:
-                os.killpg(process.pid, signal.SIGKILL)  # its own session: the forked children too
+                os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
 
 
@@ -129,9 +133,9 @@ class Ours:
         worker_env = self.env.process_env(worker_concurrency=self.concurrency, worker_prefetch=self.concurrency,
                                           **production)
         scheduler_env = self.env.process_env(**production)
-        async with child([sys.executable, "-m", "tests.support.worker"], worker_env, self.log) as pid, \
+        async with child([sys.executable, "-m", "tests.support.worker"], worker_env, self.log) as worker, \
                 child([sys.executable, "-m", "tests.support.scheduler_process"], scheduler_env, self.log):
-            yield pid
+            yield worker.pid
 
     async def scheduler_ready(self) -> bool:
         return bool(await self.runtime.pool.fetchval("SELECT count(*) FROM servers WHERE service = 'scheduler'"))
@@ -250,8 +254,8 @@ class CeleryPeer(Peer):
         command = [sys.executable, "-m", "celery", "-A", "tests.benchmarks.celery_app", "worker", "-P", "prefork",
                    "-c", str(os.cpu_count() or 2), "--without-gossip", "--without-mingle", "--without-heartbeat",
                    "-l", "WARNING"]
-        async with child(command, process_env(self.env), self.log) as pid:
-            yield pid
+        async with child(command, process_env(self.env), self.log) as worker:
+            yield worker.pid
 
     def close(self) -> None:
         for app in self.apps.values():
@@ -282,8 +286,8 @@ class DramatiqPeer(Peer):
     async def worker(self) -> AsyncIterator[int]:
         command = [sys.executable, "-m", "dramatiq", "tests.benchmarks.dramatiq_app",
                    "--processes", str(os.cpu_count() or 2), "--threads", "8"]
-        async with child(command, process_env(self.env), self.log) as pid:
-            yield pid
+        async with child(command, process_env(self.env), self.log) as worker:
+            yield worker.pid
 
     def close(self) -> None:
         for broker in self.brokers.values():
