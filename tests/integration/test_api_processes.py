@@ -56,14 +56,21 @@ def accepted_by(children: list[int], port: int, client_ports: list[int]) -> Coun
             inodes[f"socket:[{fields[9]}]"] = remote_port
     owners: Counter[int] = Counter()
     for child in children:
-        for fd in os.listdir(f"/proc/{child}/fd"):
-            try:
-                target = os.readlink(f"/proc/{child}/fd/{fd}")
-            except OSError:
-                continue
-            if target in inodes:
-                owners[child] += 1
+        held = len(open_files(child) & inodes.keys())
+        if held:
+            owners[child] = held
     return owners
+
+
+def open_files(pid: int) -> set[str]:
+    """What `pid`'s descriptors point at (`socket:[inode]` for a socket)."""
+    targets = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+    return targets
 
 
 async def open_with_session(port: int, session: str) -> tuple[int, int, asyncio.StreamWriter]:
@@ -83,20 +90,26 @@ async def ready(base: str) -> bool:
         return False
 
 
+async def serving(supervisor: asyncio.subprocess.Process, port: int) -> list[int]:
+    """The supervisor's api processes, once it has some and /readyz answers."""
+    async def started() -> list[int]:
+        return children_of(supervisor.pid)
+
+    children = await eventually(started, timeout=30, what="the api processes")
+    await eventually(lambda: ready(f"http://127.0.0.1:{port}"), timeout=60, interval=0.2, what="/readyz")
+    return children
+
+
 async def test_two_processes_share_the_port_and_stop_together(env: TestEnvironment, tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     async with service_process("services.api", env, tmp_path / "api.log", api_processes=2, api_port=port,
                                api_host="127.0.0.1", api_token=TOKEN) as supervisor:
-        async def started() -> list[int]:
-            return children_of(supervisor.pid)
-
         async def both_listening() -> bool:
             return len(listening(children, port)) == 2
 
-        children = await eventually(started, timeout=30, what="the api processes")
+        children = await serving(supervisor, port)
         assert len(children) == 2
-        await eventually(lambda: ready(base), timeout=60, interval=0.2, what="/readyz")
         # each child binds the port once its pool and broker are open: wait for both before spreading connections
         await eventually(both_listening, timeout=60, interval=0.2, what="both api processes listening")
 
@@ -137,26 +150,14 @@ def listening(children: list[int], port: int) -> set[int]:
         fields = line.split()
         if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":
             inodes.add(f"socket:[{fields[9]}]")
-    listening = set()
-    for child in children:
-        for fd in os.listdir(f"/proc/{child}/fd"):
-            try:
-                if os.readlink(f"/proc/{child}/fd/{fd}") in inodes:
-                    listening.add(child)
-            except OSError:
-                continue
-    return listening
+    return {child for child in children if open_files(child) & inodes}
 
 
 async def test_a_killed_supervisor_takes_its_api_processes_with_it(env: TestEnvironment, tmp_path: Path) -> None:
     port = free_port()
     async with service_process("services.api", env, tmp_path / "api.log", api_processes=2, api_port=port,
                                api_host="127.0.0.1") as supervisor:
-        async def started() -> list[int]:
-            return children_of(supervisor.pid)
-
-        children = await eventually(started, timeout=30, what="the api processes")
-        await eventually(lambda: ready(f"http://127.0.0.1:{port}"), timeout=60, interval=0.2, what="/readyz")
+        children = await serving(supervisor, port)
 
         supervisor.kill()  # no chance to pass anything on: the children follow it by themselves
         await supervisor.wait()
@@ -201,11 +202,7 @@ async def test_a_child_killed_alone_stops_its_sibling_and_the_supervisor_exits_n
     port = free_port()
     async with service_process("services.api", env, tmp_path / "api.log", api_processes=2, api_port=port,
                                api_host="127.0.0.1") as supervisor:
-        async def started() -> list[int]:
-            return children_of(supervisor.pid)
-
-        children = await eventually(started, timeout=30, what="the api processes")
-        await eventually(lambda: ready(f"http://127.0.0.1:{port}"), timeout=60, interval=0.2, what="/readyz")
+        children = await serving(supervisor, port)
 
         os.kill(children[0], signal.SIGKILL)
         code = await asyncio.wait_for(supervisor.wait(), SHUTDOWN_TIMEOUT + 10)
