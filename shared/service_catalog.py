@@ -17,10 +17,6 @@ class ServiceProcess:
     heartbeat: str | None
     concurrency: int = 0  # a worker's jobs at once unless WORKER_CONCURRENCY says otherwise
 
-    @property
-    def worker(self) -> bool:
-        return self.concurrency > 0
-
 
 API = ServiceProcess("api", "services.api", None)
 SCHEDULER = ServiceProcess("scheduler", "services.scheduler", "scheduler")

@@ -43,7 +43,7 @@ from shared.settings import Settings
 
 
 def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
-    kinds = registry or platform_registry()
+    registry = registry or platform_registry()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[error_middleware, auth_middleware],
@@ -53,7 +53,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[SETTINGS] = settings
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with open_runtime(settings, kinds) as runtime:
+        async with open_runtime(settings, registry) as runtime:
             app[RUNTIME] = runtime
             yield
 
@@ -72,7 +72,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     ratelimit.install(app)
     document = openapi_document(operations, title="eventjobs", version="0.1.0",
                                 needs_auth=lambda operation: is_protected(operation.path),
-                                examples=REQUEST_EXAMPLES, kinds=[kind.name for kind in kinds])
+                                examples=REQUEST_EXAMPLES, kinds=[kind.name for kind in registry])
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.json_response(document)
