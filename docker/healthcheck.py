@@ -20,11 +20,9 @@ import urllib.request
 import asyncpg
 
 from shared.lifecycle import dead_after
-from shared.service_catalog import SERVICES
+from shared.service_catalog import HEARTBEATS
 from shared.settings import load_settings
 
-# the `service` column each process writes
-HEARTBEAT_SERVICE = {service.name: service.heartbeat for service in SERVICES if service.heartbeat}
 TIMEOUT_SECONDS = 5.0
 
 
@@ -55,15 +53,15 @@ async def check_heartbeat(database_url: str, service: str, window: float) -> str
 
 
 def main() -> None:
-    if len(sys.argv) != 2 or sys.argv[1] not in {"api", *HEARTBEAT_SERVICE}:
-        sys.exit(f"usage: healthcheck {{api|{'|'.join(HEARTBEAT_SERVICE)}}}")
+    if len(sys.argv) != 2 or sys.argv[1] not in {"api", *HEARTBEATS}:
+        sys.exit(f"usage: healthcheck {{api|{'|'.join(HEARTBEATS)}}}")
     service = sys.argv[1]
     settings = load_settings()
     try:
         if service == "api":
             problem = check_api(settings.api_port)
         else:
-            problem = asyncio.run(check_heartbeat(settings.database_url, HEARTBEAT_SERVICE[service],
+            problem = asyncio.run(check_heartbeat(settings.database_url, HEARTBEATS[service],
                                                   dead_after(settings)))
     except (OSError, asyncpg.PostgresError) as error:  # TimeoutError is an OSError
         problem = f"{type(error).__name__}: {error}"

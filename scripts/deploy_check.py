@@ -270,7 +270,7 @@ class Check:
 
         where = f"{overlay}: ScaledObject {scaled['metadata']['name']}"
         healthcheck = load_module(self.root / "docker" / "healthcheck.py", "eventjobs_healthcheck")
-        consumer = healthcheck.HEARTBEAT_SERVICE.get(service or "")
+        consumer = healthcheck.HEARTBEATS.get(service or "")
         auths = {auth["metadata"]["name"] for auth in by_kind.get("TriggerAuthentication", [])}
         for trigger in scaled["spec"]["triggers"]:
             if trigger["type"] != "rabbitmq":
@@ -307,7 +307,7 @@ class Check:
         for module in sorted(runnable - set(self.services.values())):
             self.problem(where, f"{module} has a __main__ but the image cannot run it")
         healthcheck = load_module(self.root / "docker" / "healthcheck.py", "eventjobs_healthcheck")
-        checked = {"api", *healthcheck.HEARTBEAT_SERVICE}
+        checked = {"api", *healthcheck.HEARTBEATS}
         if checked != set(self.services) - {"migrate"}:
             self.problem("docker/healthcheck.py", f"checks {sorted(checked)}, the image runs {sorted(self.services)}")
 

@@ -13,13 +13,11 @@ import urllib.request
 from pathlib import Path
 
 from shared.rabbitmq_management import management_ui_url
-from shared.service_catalog import MIGRATE_MODULE, SERVICES
+from shared.service_catalog import HEARTBEATS, MIGRATE_MODULE, SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIL_DIR = Path(os.environ.get("MAIL_DIR", ROOT / "var" / "mail"))
 
-# The `servers.service` each spawned process heartbeats as; the api is judged by /readyz instead.
-HEARTBEATS = {service.name: service.heartbeat for service in SERVICES if service.heartbeat}
 
 
 def port_problem(variable: str, host: str, port: int) -> str | None:

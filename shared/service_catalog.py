@@ -25,3 +25,6 @@ MAINTENANCE_WORKER = ServiceProcess("maintenance-worker", "services.maintenance_
                                     concurrency=2)
 SERVICES = (API, SCHEDULER, EMAIL_WORKER, MAINTENANCE_WORKER)
 MIGRATE_MODULE = "shared.db.migrate"  # the one-shot before any service starts (compose's migrate, the k8s Job)
+# The processes judged ready by a heartbeat row, and the `servers.service` it carries (`make run`, the image's
+# health check); the api is judged by /readyz instead.
+HEARTBEATS = {service.name: service.heartbeat for service in SERVICES if service.heartbeat}
