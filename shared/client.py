@@ -20,6 +20,7 @@ from shared.db import jobs as job_queries
 from shared.db.pool import acquire
 from shared.jobs import JobState, QueueClass
 from shared.messaging.broker import Broker
+from shared.published_marks import PublishedMarks
 from shared.registry import InvalidJobArguments, JobKind, Registry, UnknownJobKind
 from shared.retry import RetryPolicy
 
@@ -103,8 +104,8 @@ class JobClient:
         self.default_retry = default_retry
         # Jobs written inside a caller's open transaction, published once `transaction()` commits.
         self._after_commit: dict[int, list[asyncpg.Record]] = {}
-        # Concurrent enqueues share one `published_at` write (one commit) instead of one each.
-        self._mark_published: Batcher[uuid.UUID, None] = Batcher(self._flush_published)
+        # Confirmed publishes are stamped a moment later, together, off the caller's path.
+        self._published_marks = PublishedMarks(pool)
         # Enqueues on their own connection that arrive together share one INSERT and one commit (group
         # commit done by the client, as the worker's claims are). Each caller still gets its own row or
         # its own error, and a job is published only after the commit that wrote it.
@@ -237,7 +238,7 @@ class JobClient:
             if connection is not None and id(connection) in self._after_commit:
                 self._after_commit[id(connection)].append(row)
             elif connection is None or not connection.is_in_transaction():
-                await self.publish([row], connection=connection)
+                await self.publish([row])
             # else: a plain transaction of the caller's; the outbox relay publishes the row once it commits.
         return job
 
@@ -280,7 +281,7 @@ class JobClient:
             if connection is not None and id(connection) in self._after_commit:
                 self._after_commit[id(connection)].extend(fresh)
             elif connection is None or not connection.is_in_transaction():
-                await self.publish(fresh, connection=connection)
+                await self.publish(fresh)
             # else: a plain transaction of the caller's; the outbox relay publishes the rows once it commits.
         return results
 
@@ -347,7 +348,10 @@ class JobClient:
         and every caller sees the error, as each would have alone.
         """
         try:
-            async with acquire(self.pool) as connection, connection.transaction():
+            async with acquire(self.pool) as connection, contextlib.AsyncExitStack() as stack:
+                if any(job.idempotency_key for job in jobs):  # the insert and the look-up of the keys it skipped
+                    await stack.enter_async_context(connection.transaction())
+                # else one statement, committed on its own: no BEGIN and COMMIT round trips
                 written = await bulk_jobs.insert_jobs(connection, jobs)
                 keys = [job.idempotency_key for job in jobs if job.id not in written and job.idempotency_key]
                 existing = await bulk_jobs.find_by_idempotency_keys(connection, keys) if keys else {}
@@ -400,15 +404,13 @@ class JobClient:
         except BaseException:
             self._after_commit.pop(key, None)
             raise
-        # Marked through the caller's connection: it is free now, and asking the pool for a second one
-        # while holding this deadlocks once every pooled connection is held by a caller doing the same.
-        await self.publish(self._after_commit.pop(key, []), connection=connection)
+        await self.publish(self._after_commit.pop(key, []))
 
-    async def publish(self, rows: list[asyncpg.Record], *, connection: asyncpg.Connection | None = None) -> int:
-        """Publish committed `enqueued` rows and mark them published; unconfirmed ones stay for the relay.
+    async def publish(self, rows: list[asyncpg.Record]) -> int:
+        """Publish committed `enqueued` rows; the number confirmed. Unconfirmed ones stay for the relay.
 
-        Up to PUBLISH_WINDOW publishes are in flight at once, each waiting for its own confirm; only a
-        confirmed one is marked.
+        Up to PUBLISH_WINDOW publishes are in flight at once, each waiting for its own confirm; a confirmed
+        one is stamped published a moment later (shared.published_marks).
         """
         outcome = await self.broker.publish_rows(rows, window=PUBLISH_WINDOW)
         for row, error in outcome.unavailable:
@@ -419,13 +421,9 @@ class JobClient:
             log.error("job unroutable; left to the outbox relay", extra={"job_id": str(row["id"]),
                                                                          "service": row["service"],
                                                                          "error": repr(unroutable)})
-        published = outcome.confirmed
-        if published and connection is not None:
-            await job_queries.mark_published(connection, published)
-        elif published:
-            await self._mark_published.submit_all(published)
-        return len(published)
+        self._published_marks.add(outcome.confirmed)
+        return len(outcome.confirmed)
 
-    async def _flush_published(self, job_ids: list[uuid.UUID]) -> list[None]:
-        await job_queries.mark_published(self.pool, job_ids)
-        return [None] * len(job_ids)
+    async def close(self) -> None:
+        """Stamp the publishes still waiting for it; before the pool closes."""
+        await self._published_marks.close()

@@ -57,6 +57,7 @@ async def open_runtime(
         await broker.connect()
         stack.push_async_callback(broker.close)
         client = JobClient(pool, broker, registry, default_retry(settings))
+        stack.push_async_callback(client.close)
         yield Runtime(settings, pool, broker, client, registry)
 
 

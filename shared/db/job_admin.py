@@ -21,7 +21,7 @@ import asyncpg
 from shared.db import reports
 from shared.db.cursor import Cursor
 from shared.db.cursor import InvalidCursor as InvalidCursor  # search_jobs raises it: re-exported for its callers
-from shared.db.jobs import LOCK_IN_ORDER
+from shared.db.jobs import LOCKED
 from shared.db.pool import Executor
 from shared.jobs import CANCELLABLE, DELETABLE, REQUEUEABLE, JobState
 
@@ -249,11 +249,12 @@ async def job_state(executor: Executor, job_id: uuid.UUID) -> str | None:
 
 
 # Operator requeue, of one job or many: back to `enqueued` with a fresh attempt budget.
-REQUEUE = f"""UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL, cancelled_by = NULL,
-                              published_at = NULL, run_at = least(run_at, now()), finished_at = NULL,
+REQUEUE = f"""WITH {LOCKED}
+             UPDATE jobs SET state = 'enqueued', attempt = 0, state_reason = $2, worker = NULL, cancelled_by = NULL,
+                              published_at = NULL, run_at = least(jobs.run_at, now()), finished_at = NULL,
                               updated_at = now()
-               WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($3::text[])
-           RETURNING *"""
+               FROM locked WHERE jobs.id = locked.id AND locked.state = ANY($3::text[])
+           RETURNING jobs.*"""
 REQUEUEABLE_STATES = sorted(state.value for state in REQUEUEABLE)
 
 
@@ -293,9 +294,10 @@ async def enqueue_scheduled_now_many(
 
 async def delete(executor: Executor, job_ids: Sequence[uuid.UUID], reason: str) -> list[asyncpg.Record]:
     return await executor.fetch(
-        f"""UPDATE jobs SET state = 'deleted', state_reason = $2, finished_at = now(), updated_at = now()
-            WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($3::text[])
-        RETURNING id""",
+        f"""WITH {LOCKED}
+            UPDATE jobs SET state = 'deleted', state_reason = $2, finished_at = now(), updated_at = now()
+              FROM locked WHERE jobs.id = locked.id AND locked.state = ANY($3::text[])
+        RETURNING jobs.id""",
         list(job_ids), reason, sorted(state.value for state in DELETABLE),
     )
 
@@ -312,9 +314,10 @@ async def cancel(
     handler, and any outcome it still writes is refused (outcomes need `processing` and the lease).
     """
     return await executor.fetch(
-        f"""UPDATE jobs SET state = 'cancelled', state_reason = $3, cancelled_by = $2, finished_at = now(),
+        f"""WITH {LOCKED}
+            UPDATE jobs SET state = 'cancelled', state_reason = $3, cancelled_by = $2, finished_at = now(),
                            updated_at = now(), lease_expires_at = NULL
-            WHERE id IN ({LOCK_IN_ORDER}) AND state = ANY($4::text[])
-        RETURNING id""",
+              FROM locked WHERE jobs.id = locked.id AND locked.state = ANY($4::text[])
+        RETURNING jobs.id""",
         list(job_ids), cancelled_by, reason, CANCELLABLE_STATES,
     )

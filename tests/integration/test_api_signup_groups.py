@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from services.api.operations.signups import SIGNUPS
 from tests.support.api_probe import platform_api, queue_depth, row_counts
 from tests.support.environment import TestEnvironment
+from tests.support.waiting import eventually
 
 
 async def sign_up(api: TestClient[Any, Any], body: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -49,6 +50,10 @@ async def test_concurrent_sign_ups_each_get_their_row_their_job_or_their_409(env
                for body in refused)
     connection = await asyncpg.connect(env.database_url)
     try:
+        # Publishes are stamped a moment after their confirm (shared/published_marks.py).
+        await eventually(lambda: connection.fetchval(
+            "SELECT count(*) = 0 FROM jobs WHERE kind = 'email.welcome' AND published_at IS NULL"),
+            timeout=10, what="every welcome job's publish stamped")
         jobs = await connection.fetch(
             """SELECT j.id, j.args->>'email' AS email, j.published_at, u.email AS user_email
                  FROM jobs j LEFT JOIN users u ON u.email = j.args->>'email' WHERE j.kind = 'email.welcome'""")

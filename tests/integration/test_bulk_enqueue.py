@@ -43,7 +43,8 @@ async def test_enqueue_many_writes_publishes_and_marks_every_job_in_windows(
     rows = {row["id"]: row for row in await db.fetch("SELECT id, args, state, published_at FROM jobs")}
     assert [rows[job.id]["args"] for job in jobs] == [f'{{"n": {n}}}' for n in range(50)]  # results in order
     assert {row["state"] for row in rows.values()} == {"enqueued"}
-    assert all(row["published_at"] is not None for row in rows.values())
+    await eventually(lambda: db.fetchval("SELECT count(*) = 50 FROM jobs WHERE published_at IS NOT NULL"),
+                     timeout=10, what="every publish stamped")
     assert await db.fetchval("SELECT count(*) FROM job_states WHERE state = 'enqueued'") == 50
     assert await queue_depth(env, TEST_SERVICE) == 50
 
@@ -114,7 +115,8 @@ async def test_enqueue_many_in_a_client_transaction_publishes_after_commit_and_n
             await runtime.client.enqueue_many([("test.noop", {"n": n}) for n in range(3)], connection=connection)
             assert await queue_depth(env, TEST_SERVICE) == 0  # not before the commit
     assert await queue_depth(env, TEST_SERVICE) == 3
-    assert await db.fetchval("SELECT count(*) FROM jobs WHERE published_at IS NOT NULL") == 3
+    await eventually(lambda: db.fetchval("SELECT count(*) = 3 FROM jobs WHERE published_at IS NOT NULL"),
+                     timeout=10, what="the three publishes stamped")
 
 
 async def test_batch_over_http_runs_every_job_with_its_full_history(

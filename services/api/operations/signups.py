@@ -1,5 +1,6 @@
-"""Sign-ups that arrive together share one transaction: one commit, one published_at write, confirms awaited
-together (shared/batching.py: the first sign-up is written at once, those arriving meanwhile go in the next).
+"""Sign-ups that arrive together share one transaction: one commit, confirms awaited together, one published_at
+stamp a moment later (shared/published_marks.py); shared/batching.py: the first sign-up is written at once,
+those arriving meanwhile go in the next.
 
 Each sign-up still gets its own answer: its user row and welcome job, or None when its email is taken (by an
 existing user, or by an earlier sign-up of the same group). The rows and their welcome jobs commit together,
