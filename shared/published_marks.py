@@ -56,6 +56,6 @@ class PublishedMarks:
                 chunk = batch[start:start + MARK_BATCH]
                 try:
                     await job_queries.mark_published(self._pool, chunk)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     log.warning("published_at not stamped; the outbox relay will publish these jobs again",
                                 extra={"jobs": len(chunk), "error": repr(exc)})
