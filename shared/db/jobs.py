@@ -298,11 +298,13 @@ async def promote_due(connection: asyncpg.Connection, limit: int) -> list[asyncp
     )
 
 
-async def next_due_time(executor: Executor) -> datetime | None:
-    value: datetime | None = await executor.fetchval(
-        "SELECT min(run_at) FROM jobs WHERE state = 'scheduled'"
+async def seconds_to_next_due(executor: Executor) -> float | None:
+    """Seconds until the earliest scheduled job is due, by Postgres' clock (the one promote_due compares run_at
+    with; zero or less: due now); None when nothing is scheduled."""
+    value = await executor.fetchval(
+        "SELECT extract(epoch FROM min(run_at) - clock_timestamp()) FROM jobs WHERE state = 'scheduled'"
     )
-    return value
+    return None if value is None else float(value)
 
 
 async def unpublished(
