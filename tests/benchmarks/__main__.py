@@ -1,8 +1,8 @@
 """`make bench`: eventjobs against Celery and Dramatiq on the same broker and Postgres (tests.benchmarks.compare).
 
 BENCH_JOBS (20,000), BENCH_ROUNDS (2), BENCH_SYSTEMS (eventjobs,celery,dramatiq), BENCH_PUBLISHERS (50),
-BENCH_WORKER_CONCURRENCY (50), BENCH_LATENCY_JOBS, BENCH_DELAYED_JOBS change the shape; BENCH_JOBS=2000 is a
-quick run. Exits non-zero when one of our jobs lacks a history row.
+BENCH_WORKER_CONCURRENCY (50), BENCH_WORKER_PREFETCH (the concurrency), BENCH_LATENCY_JOBS, BENCH_DELAYED_JOBS
+change the shape; BENCH_JOBS=2000 is a quick run. Exits non-zero when one of our jobs lacks a history row.
 """
 
 from __future__ import annotations

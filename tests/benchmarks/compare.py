@@ -38,7 +38,8 @@ class Config:
     rounds: int = 2
     publishers: int = 50  # our concurrent enqueuers in one process
     peer_threads: int = 8  # the peers' client threads in one process
-    concurrency: int = 50  # our worker's concurrency and prefetch
+    concurrency: int = 50  # our worker's concurrency
+    prefetch: int | None = None  # our worker's prefetch; None: the concurrency (the services' default)
     latency_jobs: int = 2_000
     delayed_jobs: int = 1_000
     delayed_ahead: tuple[float, float] = (5.0, 15.0)
@@ -54,6 +55,7 @@ class Config:
             jobs=jobs, rounds=int(os.environ.get("BENCH_ROUNDS", "2")),
             publishers=int(os.environ.get("BENCH_PUBLISHERS", "50")),
             concurrency=int(os.environ.get("BENCH_WORKER_CONCURRENCY", "50")),
+            prefetch=int(os.environ["BENCH_WORKER_PREFETCH"]) if os.environ.get("BENCH_WORKER_PREFETCH") else None,
             latency_jobs=int(os.environ.get("BENCH_LATENCY_JOBS", str(min(2_000, max(50, jobs // 10))))),
             delayed_jobs=int(os.environ.get("BENCH_DELAYED_JOBS", str(min(1_000, max(20, jobs // 20))))),
             systems=tuple(os.environ.get("BENCH_SYSTEMS", ",".join(SYSTEMS)).split(",")),
@@ -85,8 +87,8 @@ async def measure(name: str, config: Config, template: str, management: Manageme
     figures: dict[str, Any] = {}
     n = config.jobs
     async with test_environment(template, management) as env, open_system(
-        name, env, publishers=config.publishers, concurrency=config.concurrency, threads=config.peer_threads,
-        log=log,
+        name, env, publishers=config.publishers, concurrency=config.concurrency, prefetch=config.prefetch,
+        threads=config.peer_threads, log=log,
     ) as system:
         if isinstance(system, Ours):
             figures["enqueue_confirmed"] = n / await system.enqueue(0, n, confirms=True)

@@ -96,8 +96,10 @@ async def child(
 class Ours:
     name = "eventjobs"
 
-    def __init__(self, env: TestEnvironment, runtime: Runtime, publishers: int, concurrency: int, log: Path) -> None:
+    def __init__(self, env: TestEnvironment, runtime: Runtime, publishers: int, concurrency: int, log: Path,
+                 prefetch: int | None = None) -> None:
         self.env, self.runtime, self.publishers, self.concurrency, self.log = env, runtime, publishers, concurrency, log
+        self.prefetch = prefetch or concurrency
         self.sent: dict[int, float] = {}
 
     async def enqueue(self, first: int, count: int, *, confirms: bool) -> float:
@@ -130,7 +132,7 @@ class Ours:
         # Production's lease and heartbeat, not the tests' short ones (a 6 s lease on a loaded machine
         # measures takeovers, not throughput).
         production = {"heartbeat_seconds": 5.0, "job_lease_seconds": 30.0, "log_level": "WARNING"}
-        worker_env = self.env.process_env(worker_concurrency=self.concurrency, worker_prefetch=self.concurrency,
+        worker_env = self.env.process_env(worker_concurrency=self.concurrency, worker_prefetch=self.prefetch,
                                           **production)
         scheduler_env = self.env.process_env(**production)
         async with child([sys.executable, "-m", "tests.support.worker"], worker_env, self.log) as worker, \
@@ -302,10 +304,10 @@ async def prepare_sink(env: TestEnvironment) -> asyncpg.Pool:
 
 @asynccontextmanager
 async def open_system(name: str, env: TestEnvironment, *, publishers: int, concurrency: int,
-                      threads: int, log: Path) -> AsyncIterator[Any]:
+                      threads: int, log: Path, prefetch: int | None = None) -> AsyncIterator[Any]:
     if name == "eventjobs":
         async with open_runtime(env.settings(), test_registry(), pool_size=publishers) as runtime:
-            yield Ours(env, runtime, publishers, concurrency, log)
+            yield Ours(env, runtime, publishers, concurrency, log, prefetch)
         return
     pool = await prepare_sink(env)
     peer: CeleryPeer | DramatiqPeer | None = None
