@@ -21,6 +21,7 @@ import asyncpg
 from shared.db.pool import Executor
 from shared.jobs import FINAL_STATES, JobState, sources_of
 
+
 # Statements that change many rows lock them in id order first, so two of them running at once
 # (a worker's claims, a client's publish marks, an operator's bulk delete) cannot deadlock. They read the rows
 # by id alone and test every condition on `locked`, never on the updated `jobs`: a condition on `jobs.state`
@@ -29,7 +30,12 @@ from shared.jobs import FINAL_STATES, JobState, sources_of
 # indexes until a vacuum, so each claim or outcome got slower with every job run before it (1.5 ms per job
 # after 20,000, measured with autovacuum off). Use as `WITH {LOCKED} UPDATE jobs ... FROM locked WHERE
 # jobs.id = locked.id AND locked.<column> ...`, returning `jobs.*` columns.
-LOCKED = "locked AS MATERIALIZED (SELECT * FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE)"
+def locked(ids: str) -> str:
+    """The `locked` CTE of the rows whose ids are the uuid[] expression `ids`."""
+    return f"locked AS MATERIALIZED (SELECT * FROM jobs WHERE id = ANY({ids}) ORDER BY id FOR UPDATE)"
+
+
+LOCKED = locked("$1::uuid[]")
 
 
 
@@ -130,10 +136,17 @@ async def claim_many(
     once; the caller gives it to one delivery only.
     """
     rows = await executor.fetch(
-        f"""WITH {LOCKED}
-            UPDATE jobs
-               SET state = 'processing', attempt = jobs.attempt + 1, worker = $2,
-                   lease_expires_at = now() + make_interval(secs => $4),
+        f"WITH {LOCKED} {_claim_update(ids='$1', worker='$2', attempts='$3', lease_seconds='$4')}",
+        [job_id for job_id, _ in deliveries], worker, [attempt for _, attempt in deliveries], lease_seconds,
+    )
+    return {row["id"]: row for row in rows}
+
+
+def _claim_update(*, ids: str, worker: str, attempts: str, lease_seconds: str) -> str:
+    """claim_many's UPDATE over `locked`, its parameters named by the caller (claimed together with outcomes too)."""
+    return f"""UPDATE jobs
+               SET state = 'processing', attempt = jobs.attempt + 1, worker = {worker},
+                   lease_expires_at = now() + make_interval(secs => {lease_seconds}),
                    started_at = now(), updated_at = now(), finished_at = NULL,
                    limit_wait = NULL, limit_slot_at = NULL,
                    -- a delivery proves the publish, whose own stamp (JobClient's, a moment after the
@@ -143,7 +156,8 @@ async def claim_many(
                                        THEN 'taken over from ' || coalesce(jobs.worker, 'unknown worker')
                                             || ': its lease expired' END
               FROM locked JOIN (SELECT id, array_agg(attempt) AS attempts
-                                  FROM unnest($1::uuid[], $3::int[]) AS d(id, attempt) GROUP BY id) AS d USING (id)
+                                  FROM unnest({ids}::uuid[], {attempts}::int[]) AS d(id, attempt) GROUP BY id) AS d
+                   USING (id)
              WHERE jobs.id = locked.id
                AND (locked.state = 'enqueued'
                     OR (locked.state = 'retrying' AND locked.attempt = ANY(d.attempts)
@@ -151,10 +165,7 @@ async def claim_many(
                     OR (locked.state = 'processing' AND locked.attempt = ANY(d.attempts)
                         AND coalesce(locked.lease_expires_at, '-infinity') <= now()
                         AND locked.attempt < locked.max_attempts))
-         RETURNING {CLAIMED_RETURNING}""",
-        [job_id for job_id, _ in deliveries], worker, [attempt for _, attempt in deliveries], lease_seconds,
-    )
-    return {row["id"]: row for row in rows}
+         RETURNING {CLAIMED_RETURNING}"""
 
 
 async def delivery_verdict(executor: Executor, job_id: uuid.UUID) -> asyncpg.Record | None:
@@ -212,18 +223,51 @@ async def mark_succeeded_many(
 ) -> set[uuid.UUID]:
     """Record (job, attempt, result) as `succeeded`, in one statement; the ids whose lease was still this worker's."""
     rows = await executor.fetch(
-        f"""WITH {LOCKED}
-            UPDATE jobs SET state = 'succeeded', result = o.result::jsonb, finished_at = now(),
-                           updated_at = now(), state_reason = NULL, lease_expires_at = NULL
-             FROM locked JOIN unnest($1::uuid[], $2::int[], $3::text[]) AS o(id, attempt, result) USING (id)
-            WHERE jobs.id = locked.id
-              AND {_HOLDS_LEASE.format(row="locked", worker="$4", attempt="o.attempt")}
-        RETURNING jobs.id""",
-        [job_id for job_id, _, _ in outcomes], [attempt for _, attempt, _ in outcomes],
-        [None if result is None else json.dumps(result) for _, _, result in outcomes],
-        worker,
+        f"WITH {LOCKED} {_succeeded_update(ids='$1', attempts='$2', results='$3', worker='$4')}",
+        *_outcome_arrays(outcomes), worker,
     )
     return {row["id"] for row in rows}
+
+
+def _succeeded_update(*, ids: str, attempts: str, results: str, worker: str) -> str:
+    """mark_succeeded_many's UPDATE over `locked`, its parameters named by the caller."""
+    return f"""UPDATE jobs SET state = 'succeeded', result = o.result::jsonb, finished_at = now(),
+                           updated_at = now(), state_reason = NULL, lease_expires_at = NULL
+             FROM locked JOIN unnest({ids}::uuid[], {attempts}::int[], {results}::text[]) AS o(id, attempt, result)
+                  USING (id)
+            WHERE jobs.id = locked.id
+              AND {_HOLDS_LEASE.format(row="locked", worker=worker, attempt="o.attempt")}
+        RETURNING jobs.id"""
+
+
+def _outcome_arrays(
+    outcomes: Sequence[tuple[uuid.UUID, int, Any]],
+) -> tuple[list[uuid.UUID], list[int], list[str | None]]:
+    return ([job_id for job_id, _, _ in outcomes], [attempt for _, attempt, _ in outcomes],
+            [None if result is None else json.dumps(result) for _, _, result in outcomes])
+
+
+async def claim_many_and_mark_succeeded(
+    executor: Executor, worker: str, deliveries: Sequence[tuple[uuid.UUID, int]],
+    outcomes: Sequence[tuple[uuid.UUID, int, Any]], *, lease_seconds: float,
+) -> tuple[dict[uuid.UUID, asyncpg.Record], set[uuid.UUID]]:
+    """claim_many and mark_succeeded_many in one statement and one commit: what a busy worker writes at once.
+
+    The same answers as the two statements. A job must not be in both lists (Postgres applies only one of two
+    updates of a row in one statement); its conditions would let only one of them match anyway: a claim takes a
+    `processing` job only once its lease has expired, an outcome counts only under a live lease.
+    """
+    rows = await executor.fetch(
+        f"""WITH {locked("$1::uuid[] || $5::uuid[]")},
+                 claimed AS ({_claim_update(ids='$1', worker='$2', attempts='$3', lease_seconds='$4')}),
+                 succeeded AS ({_succeeded_update(ids='$5', attempts='$6', results='$7', worker='$2')})
+            -- one answer for both: a row of each claimed job (succeeded_id NULL), a row of each succeeded id
+            SELECT succeeded.id AS succeeded_id, claimed.* FROM succeeded FULL JOIN claimed ON false""",
+        [job_id for job_id, _ in deliveries], worker, [attempt for _, attempt in deliveries], lease_seconds,
+        *_outcome_arrays(outcomes),
+    )
+    return ({row["id"]: row for row in rows if row["succeeded_id"] is None},
+            {row["succeeded_id"] for row in rows if row["succeeded_id"] is not None})
 
 
 async def mark_attempt_failed(

@@ -97,6 +97,23 @@ SETTLE_RUNNING_AFTER_SECONDS = 60.0
 OUTCOME_RETRY_PAUSE_SECONDS = 0.5
 
 
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    job_id: uuid.UUID
+    attempt: int  # the delivery's
+
+
+@dataclass(frozen=True, slots=True)
+class _Success:
+    job_id: uuid.UUID
+    attempt: int
+    result: Any
+
+
+# A claim's row (None: not claimed), whether a success counted, or the error of its group's write.
+_WriteResult = asyncpg.Record | bool | Exception | None
+
+
 class JobTimeout(Exception):
     """The handler ran past its kind's timeout."""
 
@@ -297,10 +314,10 @@ class Consumer:
         self._stopping = False
         self._dropped: Counter[str] = Counter()  # deliveries acked without running, by reason, not yet stored
         self._unexpected_failures: OrderedDict[str, int] = OrderedDict()
-        # Deliveries arriving together share one claim, and jobs finishing together one
-        # `succeeded` write: one round trip and one commit each instead of one per job.
-        self._claims: Batcher[tuple[uuid.UUID, int], asyncpg.Record | None] = Batcher(self._flush_claims)
-        self._succeeded: Batcher[tuple[uuid.UUID, int, Any], bool] = Batcher(self._flush_succeeded)
+        # Deliveries arriving together share one claim, and jobs finishing together one `succeeded` write;
+        # the claims and outcomes waiting at the same moment go in one statement: one round trip and one
+        # commit for all of them instead of one per job.
+        self._writes: Batcher[_Claim | _Success, _WriteResult] = Batcher(self._flush_writes)
         self._acks = Acks()
 
     @property
@@ -418,7 +435,7 @@ class Consumer:
         claim_sent = time.monotonic()
         limits = self.limits.get(envelope.kind)
         if limits is None:
-            row = await self._claims.submit((envelope.job_id, envelope.attempt))
+            row = await self._claim(envelope.job_id, envelope.attempt)
         else:
             claimed = await limit_queries.claim_limited(
                 self.pool, self.worker_id, envelope.job_id, envelope.attempt, envelope.kind, limits,
@@ -506,8 +523,8 @@ class Consumer:
             await self._fail(row, lease, kind, failure, body)
             return
         job_metrics.handler_ended(self.service, row["kind"], started)
-        recorded = await self._write_outcome(lease, lambda: self._succeeded.submit((lease.job_id, lease.attempt,
-                                                                                   _jsonable(result))))
+        recorded = await self._write_outcome(lease, lambda: self._mark_succeeded(lease.job_id, lease.attempt,
+                                                                                 _jsonable(result)))
         job_metrics.job_outcome(self.service, row["kind"], "succeeded" if recorded else "lost")
 
     async def _call(self, kind: JobKind, context: JobContext, raw_args: Any) -> Any:
@@ -538,15 +555,63 @@ class Consumer:
                         extra={"job_id": str(lease.job_id), "attempt": lease.attempt})
         return recorded
 
-    async def _flush_claims(self, deliveries: list[tuple[uuid.UUID, int]]) -> list[asyncpg.Record | None]:
-        claimed = await job_queries.claim_many(self.pool, self.worker_id, deliveries,
-                                               lease_seconds=self.lease_seconds)
-        # pop: a job delivered twice in one batch goes to the first delivery; the other is skipped.
-        return [claimed.pop(job_id, None) for job_id, _ in deliveries]
+    async def _claim(self, job_id: uuid.UUID, attempt: int) -> asyncpg.Record | None:
+        """The claimed row, or None when this delivery may not run the job."""
+        outcome = await self._writes.submit(_Claim(job_id, attempt))
+        if isinstance(outcome, Exception):
+            raise outcome
+        assert not isinstance(outcome, bool)
+        return outcome
 
-    async def _flush_succeeded(self, outcomes: list[tuple[uuid.UUID, int, Any]]) -> list[bool]:
-        marked = await job_queries.mark_succeeded_many(self.pool, self.worker_id, outcomes)
-        return [job_id in marked for job_id, _, _ in outcomes]
+    async def _mark_succeeded(self, job_id: uuid.UUID, attempt: int, result: Any) -> bool:
+        """Whether the outcome counted (the lease was still this worker's)."""
+        outcome = await self._writes.submit(_Success(job_id, attempt, result))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome is True
+
+    async def _flush_writes(self, writes: list[_Claim | _Success]) -> list[_WriteResult]:
+        """The claims and `succeeded` outcomes waiting together, written in one statement when both are there.
+
+        Should Postgres refuse that statement for something other than an outage (a result it cannot store),
+        the claims and the outcomes are written apart, so an outcome's bad value never fails a claim; each
+        group's error goes to its own callers. An outage fails them all, as each write would have alone.
+        """
+        claims = [(write.job_id, write.attempt) for write in writes if isinstance(write, _Claim)]
+        outcomes = [(write.job_id, write.attempt, write.result) for write in writes if isinstance(write, _Success)]
+        claimed: dict[uuid.UUID, asyncpg.Record] | Exception = {}
+        marked: set[uuid.UUID] | Exception = set()
+        together = bool(claims and outcomes)
+        if together and {job_id for job_id, _ in claims} & {job_id for job_id, _, _ in outcomes}:
+            together = False  # a job finishing here and delivered again: one statement may update a row once
+        if together:
+            try:
+                claimed, marked = await job_queries.claim_many_and_mark_succeeded(
+                    self.pool, self.worker_id, claims, outcomes, lease_seconds=self.lease_seconds)
+            except asyncpg.PostgresError as exc:
+                if isinstance(exc, TRANSIENT_ERRORS):
+                    raise
+                together = False
+        if not together:
+            if outcomes:
+                try:
+                    marked = await job_queries.mark_succeeded_many(self.pool, self.worker_id, outcomes)
+                except Exception as exc:  # handed to this group's callers
+                    marked = exc
+            if claims:
+                try:
+                    claimed = await job_queries.claim_many(self.pool, self.worker_id, claims,
+                                                           lease_seconds=self.lease_seconds)
+                except Exception as exc:  # handed to this group's callers
+                    claimed = exc
+        results: list[_WriteResult] = []
+        for write in writes:
+            if isinstance(write, _Claim):
+                # pop: a job delivered twice in one batch goes to the first delivery; the other is skipped.
+                results.append(claimed if isinstance(claimed, Exception) else claimed.pop(write.job_id, None))
+            else:
+                results.append(marked if isinstance(marked, Exception) else write.job_id in marked)
+        return results
 
     async def _fail(self, row: asyncpg.Record, lease: Lease, kind: JobKind, failure: Failure, body: bytes) -> None:
         policy = policy_for(kind, self.default_retry)
