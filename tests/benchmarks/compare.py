@@ -14,18 +14,16 @@ Medians over the rounds go in the table and, with every round's figures, in var/
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import statistics
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.benchmarks.signups import SignupConfig, measure_signups
-from tests.benchmarks.systems import Ours, delayed_due, open_system, rss_bytes
+from tests.benchmarks.systems import Ours, delayed_due, open_system, rss_bytes, wait_until
 from tests.support.environment import Management, create_template_database, drop_database, test_environment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,21 +59,6 @@ class Config:
             systems=tuple(os.environ.get("BENCH_SYSTEMS", ",".join(SYSTEMS)).split(",")),
             signups=SignupConfig.from_env(),
         )
-
-
-# How often the bench asks whether a phase is done. Every figure is taken from the systems' own timestamps, so
-# this only decides how soon the next phase starts; but each question is a count over the run's rows in the
-# same Postgres (ours: 10 ms of Postgres CPU for 40,000 jobs, measured with pg_stat_statements), and every
-# 50 ms it took a fifth of a core from the system being measured, in the drain and while delayed jobs came due.
-POLL_SECONDS = 0.5
-
-
-async def wait_until(probe: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await probe():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the benchmark waited {timeout:.0f} s for {what}")
-        await asyncio.sleep(POLL_SECONDS)
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -121,8 +104,6 @@ async def measure(name: str, config: Config, template: str, management: Manageme
             figures["latency_p50_ms"] = percentile(latencies, 0.50) * 1000
             figures["latency_p99_ms"] = percentile(latencies, 0.99) * 1000
 
-            if isinstance(system, Ours):  # delayed jobs are the scheduler's: it must be up before they are due
-                await wait_until(system.scheduler_ready, 60, "the scheduler's first heartbeat")
             first += config.latency_jobs
             await system.enqueue_delayed(first, delayed_due(config.delayed_jobs, config.delayed_ahead))
             total += config.delayed_jobs
